@@ -1,1 +1,76 @@
-//! placeholder
+//! # Underworld-Line
+//!
+//! An anonymous, real-time chat server over raw TCP: the classic **blocking,
+//! thread-per-connection** socket server, written to be read.
+//!
+//! ## Quick start
+//!
+//! ```
+//! use underworld_line::{Config, Server};
+//!
+//! let server = Server::bind("127.0.0.1:0", Config::default())?;
+//! println!("chat on {}", server.local_addr());
+//! server.notice_all("hello from the host program").ok();
+//! server.shutdown();
+//! server.join();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! ## Layout
+//!
+//! The modules follow one chat line from a socket to its recipients:
+//!
+//! | module | its one job |
+//! |---|---|
+//! | [`server`] | [`Server`]: bind, start the threads, the handle to control them |
+//! | [`acceptor`](crate::server) (private) | the accept loop, the caps, one named thread per connection |
+//! | [`limits`] | the connection cap derived from the OS limits |
+//! | `connection` (private) | a connection thread: read → frame → parse → publish |
+//! | [`frame`] | bytes → lines (the framing its predecessor lacked) |
+//! | [`text`] | what may be relayed; nick and room rules |
+//! | [`command`] | a line → a [`Command`] |
+//! | [`rate`] | per-client flood control |
+//! | [`event`] | the [`Event`]s threads publish to the dispatcher, the [`ChatEvent`]s observers see |
+//! | [`dispatcher`] | the one thread that owns the chat and decides who gets what |
+//! | [`table`] | the user table: users, nicks, rooms, history |
+//! | [`reply`] | every server line, as a type and as text |
+//! | `outbox` (private) | queued output per client, coalesced writes, the flusher thread |
+//! | [`transport`] | where output goes: a `TcpStream`, or a channel without sockets |
+//! | [`alias`], [`clock`], [`stats`], [`config`], [`cli`], [`console`] | aliases, time, counters, settings, flags, the operator console |
+//!
+//! ## Threads
+//!
+//! `acceptor` → one `conn-N` per client → (crossbeam channel) → `dispatcher` → sockets;
+//! `flusher` retries the sockets of clients that read slowly. See the README's
+//! "How it works".
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod acceptor;
+pub mod alias;
+pub mod cli;
+pub mod clock;
+pub mod command;
+pub mod config;
+mod connection;
+pub mod console;
+pub mod dispatcher;
+pub mod event;
+pub mod frame;
+pub mod limits;
+mod outbox;
+pub mod rate;
+pub mod reply;
+pub mod server;
+pub mod stats;
+pub mod table;
+pub mod text;
+pub mod transport;
+
+pub use command::Command;
+pub use config::Config;
+pub use dispatcher::Dispatcher;
+pub use event::{ChatEvent, ClientId, CloseReason, Event, OperatorError};
+pub use server::Server;
+pub use table::Snapshot;

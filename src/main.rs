@@ -1,1 +1,87 @@
-fn main(){}
+//! The `underworld-line` server binary: flags, logging, signals and the operator
+//! console around the library's [`Server`].
+//!
+//! ```sh
+//! cargo run --release                       # listens on 127.0.0.1:2022
+//! cargo run --release -- --help             # every flag and its default
+//! RUST_LOG=debug cargo run --release        # more logging
+//! ```
+
+use std::io::{self, BufRead};
+use std::process::ExitCode;
+use std::thread;
+
+use underworld_line::cli::{parse_args, Invocation, USAGE};
+use underworld_line::console::execute;
+use underworld_line::Server;
+
+fn main() -> ExitCode {
+    // Only the binary sets up logging and signal handling: a library must leave both
+    // to the program that embeds it (ctrlc allows a single handler per process).
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    let (addr, config) = match parse_args(std::env::args().skip(1)) {
+        Ok(Invocation::Run { addr, config }) => (addr, config),
+        Ok(Invocation::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Invocation::Version) => {
+            println!("underworld-line {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("underworld-line: {message}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let server = match Server::bind(&addr, config) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("underworld-line: cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!(
+        "Underworld-Line on {} (type /help for operator commands, Ctrl-C to stop)",
+        server.local_addr()
+    );
+
+    // Ctrl-C and SIGTERM: the handler runs on ctrlc's own thread and only starts the
+    // shutdown; `main` below waits for it to finish.
+    let on_signal = server.clone();
+    if let Err(e) = ctrlc::set_handler(move || on_signal.shutdown()) {
+        log::warn!("no Ctrl-C handler: {e}");
+    }
+
+    // The console thread blocks reading stdin, which nothing can interrupt, so it is
+    // not joined: when the server has stopped, `main` returns and the process ends it.
+    // EOF on stdin (e.g. `</dev/null`) ends only the console, never the server.
+    let console_server = server.clone();
+    let console = thread::Builder::new()
+        .name("console".into())
+        .spawn(move || run_console(&console_server));
+    if let Err(e) = console {
+        log::warn!("no operator console: {e}");
+    }
+
+    server.join();
+    log::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn run_console(server: &Server) {
+    for line in io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let reply = execute(server, &line);
+        if !reply.output.is_empty() {
+            println!("{}", reply.output);
+        }
+        if reply.shutdown {
+            server.shutdown();
+            break;
+        }
+    }
+    log::debug!("console: stdin closed");
+}

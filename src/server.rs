@@ -1,0 +1,228 @@
+//! [`Server`]: the whole chat server in-process, and the handle to control it.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+
+use crate::acceptor::Acceptor;
+use crate::config::Config;
+use crate::dispatcher::{Dispatcher, OBSERVER_QUEUE};
+use crate::event::{ChatEvent, Event, OperatorError, OperatorRequest};
+use crate::limits::{connection_cap, Cap};
+use crate::stats::Stats;
+use crate::table::{SharedTable, Snapshot};
+
+/// A running Underworld-Line server: a listener, its acceptor thread, one thread per
+/// connection, the dispatcher and its flusher.
+///
+/// `Server` is a cheap, cloneable handle (`Send + Sync`): any thread can push notices,
+/// look at who is online, shut the server down, or wait for it.
+///
+/// ```
+/// use underworld_line::{Config, Server};
+/// use std::io::{BufRead, BufReader};
+/// use std::net::TcpStream;
+///
+/// let server = Server::bind("127.0.0.1:0", Config::default()).unwrap();
+/// let mut client = BufReader::new(TcpStream::connect(server.local_addr()).unwrap());
+/// let mut hello = String::new();
+/// client.read_line(&mut hello).unwrap();
+/// assert!(hello.starts_with("HELLO "));
+///
+/// server.shutdown();
+/// server.join();
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    local_addr: SocketAddr,
+    events: Sender<Event>,
+    table: SharedTable,
+    stats: Arc<Stats>,
+    cap: Cap,
+    started: Instant,
+    stopping: Arc<AtomicBool>,
+    dispatcher: Dispatcher,
+    acceptor: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Compile-time proof that the handle can be shared between threads.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Server>();
+};
+
+impl Server {
+    /// Binds `addr` and starts serving.
+    pub fn bind(addr: impl ToSocketAddrs, config: Config) -> io::Result<Server> {
+        Server::from_listener(TcpListener::bind(addr)?, config)
+    }
+
+    /// Serves on a listener the caller already has (from systemd, or bound by a test).
+    pub fn from_listener(listener: TcpListener, config: Config) -> io::Result<Server> {
+        let local_addr = listener.local_addr()?;
+        let cap = connection_cap(config.max_clients);
+        let config = Arc::new(config);
+        log::info!("listening on {local_addr}; connection cap {cap}");
+        let dispatcher = Dispatcher::spawn(Arc::clone(&config), true)?;
+        let events = dispatcher.sender();
+        let stats = Arc::clone(dispatcher.stats());
+        let stopping = Arc::new(AtomicBool::new(false));
+        let acceptor = Acceptor {
+            listener,
+            events: events.clone(),
+            config,
+            stats: Arc::clone(&stats),
+            max_clients: cap.max_clients,
+            stopping: Arc::clone(&stopping),
+        };
+        let acceptor = thread::Builder::new()
+            .name("acceptor".into())
+            .spawn(move || acceptor.run())?;
+        Ok(Server {
+            inner: Arc::new(Inner {
+                local_addr,
+                events,
+                table: Arc::clone(dispatcher.table()),
+                stats,
+                cap,
+                started: Instant::now(),
+                stopping,
+                dispatcher,
+                acceptor: Mutex::new(Some(acceptor)),
+            }),
+        })
+    }
+
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Starts a graceful shutdown and returns at once: stop accepting, say
+    /// `BYE server shutting down` to every client, close every connection. Call
+    /// [`join`](Self::join) to wait for it to finish.
+    pub fn shutdown(&self) {
+        if self.inner.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let _ = self.inner.events.send(Event::Shutdown);
+        // A blocking `accept` cannot be interrupted; connecting to ourselves wakes it.
+        let mut wake = self.inner.local_addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => [127, 0, 0, 1].into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+    }
+
+    /// Waits until every thread of the server has ended. Returns at once if it already
+    /// has; may be called from several threads.
+    pub fn join(&self) {
+        if let Some(acceptor) = self.inner.acceptor.lock().take() {
+            if acceptor.join().is_err() {
+                log::error!("the acceptor thread panicked");
+            }
+        }
+        self.inner.dispatcher.join();
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has been called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Pushes `NOTICE <text>` to everyone online; returns how many got it.
+    pub fn notice_all(&self, text: &str) -> Result<usize, OperatorError> {
+        self.request(|done| OperatorRequest::Notice {
+            room: None,
+            text: text.to_string(),
+            done,
+        })
+    }
+
+    /// Pushes `NOTICE <text>` to the members of one room; returns how many got it.
+    pub fn notice_room(&self, room: &str, text: &str) -> Result<usize, OperatorError> {
+        self.request(|done| OperatorRequest::Notice {
+            room: Some(room.to_string()),
+            text: text.to_string(),
+            done,
+        })
+    }
+
+    /// Sends `DM server <nick> <text>` to one user.
+    pub fn whisper(&self, nick: &str, text: &str) -> Result<(), OperatorError> {
+        self.request(|done| OperatorRequest::Whisper {
+            to: nick.to_string(),
+            text: text.to_string(),
+            done,
+        })
+        .map(|_| ())
+    }
+
+    /// Disconnects a user with `BYE kicked: <reason>`; their room sees the same reason.
+    pub fn kick(&self, nick: &str, reason: &str) -> Result<(), OperatorError> {
+        self.request(|done| OperatorRequest::Kick {
+            nick: nick.to_string(),
+            reason: reason.to_string(),
+            done,
+        })
+        .map(|_| ())
+    }
+
+    /// A stream of everything that happens from now on: joins, leaves, nick changes,
+    /// messages (not private messages). Events are dropped for this receiver if it
+    /// falls more than 4,096 behind, so a slow observer never slows the chat.
+    pub fn subscribe(&self) -> Receiver<ChatEvent> {
+        let (observer, events) = crossbeam_channel::bounded(OBSERVER_QUEUE);
+        let _ = self
+            .inner
+            .events
+            .send(Event::Operator(OperatorRequest::Subscribe(observer)));
+        events
+    }
+
+    /// A copy of who is online and in which room (a short look at the user table).
+    pub fn snapshot(&self) -> Snapshot {
+        self.inner.table.lock().snapshot()
+    }
+
+    /// Running totals (connections, messages, deliveries…).
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// The connection cap in force, and which OS limit decided it.
+    pub fn cap(&self) -> &Cap {
+        &self.inner.cap
+    }
+
+    /// How long the server has been running.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Sends a request to the dispatcher and waits for its answer.
+    fn request(
+        &self,
+        make: impl FnOnce(Sender<Result<usize, OperatorError>>) -> OperatorRequest,
+    ) -> Result<usize, OperatorError> {
+        let (done, result) = crossbeam_channel::bounded(1);
+        self.inner
+            .events
+            .send(Event::Operator(make(done)))
+            .map_err(|_| OperatorError::Stopped)?;
+        result.recv().unwrap_or(Err(OperatorError::Stopped))
+    }
+}

@@ -1,0 +1,31 @@
+//! Counters for `/stats`: written by the dispatcher and the acceptor, read by anyone.
+//! Plain atomics, so reading them never takes a lock or slows the writers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Running totals since the server started.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted and given a thread.
+    pub accepted: AtomicU64,
+    /// Connections refused (cap, per-IP cap, failed thread spawn).
+    pub refused: AtomicU64,
+    /// `MSG`, `ME` and `DM` lines relayed (each counted once, whatever the audience).
+    pub messages: AtomicU64,
+    /// Lines queued for clients (one per recipient).
+    pub deliveries: AtomicU64,
+    /// Clients disconnected for reading too slowly.
+    pub too_slow: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        // Relaxed: these are independent counters, no other memory hangs off them.
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads one counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

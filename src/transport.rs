@@ -1,0 +1,150 @@
+//! Where a client's output goes: a [`Transport`].
+//!
+//! For a real client it is the `TcpStream` itself, shared (through an `Arc`) between the
+//! connection thread, which reads it, and the dispatcher/flusher, which write it. `&TcpStream`
+//! implements both `Read` and `Write`, so one socket needs **one file descriptor**, not
+//! the two a `try_clone` would cost: with an open-file limit of 20,000 that is the
+//! difference between ~19,900 and ~9,900 possible users.
+//!
+//! [`ChannelTransport`] is the socket-free stand-in: each line the dispatcher would
+//! write arrives on a crossbeam channel, which is how a program (or a test) drives the
+//! dispatcher without any network.
+
+use std::io::{self, Write};
+use std::net::{Shutdown, TcpStream};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use parking_lot::Mutex;
+
+/// A client's outgoing byte stream, as the dispatcher sees it.
+pub trait Transport: Send + Sync {
+    /// Writes a prefix of `bytes` and returns its length, **without waiting long**:
+    /// `Err(WouldBlock)` or `Err(TimedOut)` when nothing fits now. A short count means
+    /// the rest did not fit.
+    fn send(&self, bytes: &[u8]) -> io::Result<usize>;
+    /// No more output will follow: end the stream once what was sent is delivered
+    /// (TCP: `shutdown(Write)`, a FIN after the data).
+    fn finish(&self);
+    /// Close both directions now. For TCP this also wakes the connection thread blocked
+    /// reading the socket, which is how the dispatcher ends a connection.
+    fn close(&self);
+}
+
+impl Transport for TcpStream {
+    /// A plain blocking write. It cannot block for long because the acceptor gives every
+    /// stream the smallest possible `SO_SNDTIMEO` (one kernel tick, a few ms): a full
+    /// socket buffer then returns `WouldBlock` instead of stalling the dispatcher.
+    /// (`set_nonblocking` is not an option: it would also make the connection thread's
+    /// reads non-blocking, since both share the one file description.)
+    fn send(&self, bytes: &[u8]) -> io::Result<usize> {
+        let mut stream: &TcpStream = self;
+        stream.write(bytes)
+    }
+
+    fn finish(&self) {
+        // Errors mean the peer is already gone, which is what we wanted anyway.
+        let _ = self.shutdown(Shutdown::Write);
+    }
+
+    fn close(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+/// A [`Transport`] that hands every complete line to a crossbeam channel.
+///
+/// The channel is bounded: when the receiver stops taking lines, `send` reports
+/// `WouldBlock`, exactly like a TCP client that stops reading. `finish` and `close`
+/// disconnect the channel, so the receiver sees the end of the stream.
+pub struct ChannelTransport {
+    state: Mutex<ChannelState>,
+}
+
+struct ChannelState {
+    lines: Option<Sender<String>>,
+    /// The start of a line whose end has not been sent yet.
+    partial: Vec<u8>,
+}
+
+impl ChannelTransport {
+    /// A transport whose lines (without their LF) arrive on the returned receiver, which
+    /// holds at most `capacity` lines before the transport reports it full.
+    pub fn new(capacity: usize) -> (ChannelTransport, Receiver<String>) {
+        let (lines, receiver) = crossbeam_channel::bounded(capacity);
+        let transport = ChannelTransport {
+            state: Mutex::new(ChannelState {
+                lines: Some(lines),
+                partial: Vec::new(),
+            }),
+        };
+        (transport, receiver)
+    }
+}
+
+impl Transport for ChannelTransport {
+    fn send(&self, bytes: &[u8]) -> io::Result<usize> {
+        let mut state = self.state.lock();
+        let ChannelState { lines, partial } = &mut *state;
+        let Some(lines) = lines else {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        };
+        let mut accepted = 0;
+        for chunk in bytes.split_inclusive(|&b| b == b'\n') {
+            let Some(body) = chunk.strip_suffix(b"\n") else {
+                // An unfinished line: keep it until its end arrives.
+                partial.extend_from_slice(chunk);
+                accepted += chunk.len();
+                break;
+            };
+            partial.extend_from_slice(body);
+            let line = String::from_utf8_lossy(partial).into_owned();
+            match lines.try_send(line) {
+                Ok(()) => {
+                    partial.clear();
+                    accepted += chunk.len();
+                }
+                Err(TrySendError::Full(_)) => {
+                    partial.truncate(partial.len() - body.len());
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    return Err(io::ErrorKind::BrokenPipe.into());
+                }
+            }
+        }
+        if accepted == 0 && !bytes.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(accepted)
+    }
+
+    fn finish(&self) {
+        self.state.lock().lines = None;
+    }
+
+    fn close(&self) {
+        self.state.lock().lines = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_transport_splits_lines_and_reports_full() {
+        let (transport, lines) = ChannelTransport::new(2);
+        assert_eq!(transport.send(b"MSG a b c\nPON").unwrap(), 13);
+        assert_eq!(transport.send(b"G 1\nBYE x\n").unwrap(), 4);
+        assert_eq!(
+            transport.send(b"BYE x\n").unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        assert_eq!(lines.recv().unwrap(), "MSG a b c");
+        assert_eq!(lines.recv().unwrap(), "PONG 1");
+        assert_eq!(transport.send(b"BYE x\n").unwrap(), 6);
+        transport.finish();
+        assert_eq!(lines.recv().unwrap(), "BYE x");
+        assert!(lines.recv().is_err());
+    }
+}
