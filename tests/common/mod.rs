@@ -1,0 +1,186 @@
+//! Helpers shared by the integration tests: an in-process server on 127.0.0.1:0, and a
+//! line-oriented test client that waits for replies instead of sleeping.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use underworld_line::{Config, Server};
+
+/// How long any single wait may take before the test fails: generous, because CI
+/// machines are busy; a passing test never waits this long.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A config for tests: no flood limit and no per-IP cap (every test client comes from
+/// 127.0.0.1), everything else as shipped.
+pub fn test_config() -> Config {
+    Config {
+        rate_limit: None,
+        max_per_ip: 0,
+        ..Config::default()
+    }
+}
+
+/// Starts a server on an ephemeral port of 127.0.0.1.
+pub fn start_server(config: Config) -> Server {
+    Server::bind("127.0.0.1:0", config).expect("bind 127.0.0.1:0")
+}
+
+/// A raw TCP chat client that reads whole lines.
+pub struct Client {
+    pub nick: String,
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    ping: u64,
+}
+
+impl Client {
+    /// Connects and reads `HELLO` and the `JOIN lobby` that follows it.
+    pub fn connect(addr: SocketAddr) -> Client {
+        let mut client = Client::connect_raw(addr);
+        let hello = client.line();
+        let nick = hello
+            .strip_prefix("HELLO ")
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_else(|| panic!("expected HELLO, got {hello:?}"))
+            .to_string();
+        client.nick = nick;
+        let join = client.line();
+        assert_eq!(join, format!("JOIN lobby {}", client.nick));
+        client
+    }
+
+    /// Connects without reading anything.
+    pub fn connect_raw(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        Client {
+            nick: String::new(),
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+            ping: 0,
+        }
+    }
+
+    /// Connects and renames itself, so tests can use readable nicks.
+    pub fn named(addr: SocketAddr, nick: &str) -> Client {
+        let mut client = Client::connect(addr);
+        client.send(&format!("/nick {nick}"));
+        let old = client.nick.clone();
+        client.expect(&format!("NICK {old} {nick}"));
+        client.nick = nick.to_string();
+        client
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\n").as_bytes());
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write");
+    }
+
+    /// The next line, without its LF. Panics on EOF or after `PATIENCE`.
+    pub fn line(&mut self) -> String {
+        self.try_line()
+            .unwrap_or_else(|| panic!("{}: connection ended while a line was expected", self.nick))
+    }
+
+    /// The next line, or `None` at EOF (or a reset).
+    pub fn try_line(&mut self) -> Option<String> {
+        let mut bytes = Vec::new();
+        match self.reader.read_until(b'\n', &mut bytes) {
+            Ok(0) => None,
+            Ok(_) => {
+                assert!(bytes.ends_with(b"\n"), "unterminated line {bytes:?}");
+                bytes.pop();
+                Some(String::from_utf8(bytes).expect("server sent invalid UTF-8"))
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => None,
+            Err(e) => panic!("{}: read failed: {e}", self.nick),
+        }
+    }
+
+    /// Reads lines until one equals `expected`; returns the lines skipped before it.
+    pub fn expect(&mut self, expected: &str) -> Vec<String> {
+        let mut skipped = Vec::new();
+        loop {
+            let line = self.line();
+            if line == expected {
+                return skipped;
+            }
+            skipped.push(line);
+        }
+    }
+
+    /// Reads lines until one starts with `prefix`; returns it.
+    pub fn expect_prefix(&mut self, prefix: &str) -> String {
+        loop {
+            let line = self.line();
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
+    /// The very next line must be `expected`.
+    pub fn next_is(&mut self, expected: &str) {
+        assert_eq!(self.line(), expected, "{}", self.nick);
+    }
+
+    /// A `/ping` round trip: returns every line the server sent before the `PONG`, so
+    /// a test knows the server has handled all that came before.
+    pub fn sync(&mut self) -> Vec<String> {
+        self.ping += 1;
+        let token = format!("sync-{}", self.ping);
+        self.send(&format!("/ping {token}"));
+        self.expect(&format!("PONG {token}"))
+    }
+
+    /// Reads until EOF; returns everything read. Panics if the server keeps it open
+    /// past `PATIENCE`.
+    pub fn read_to_end(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Some(line) = self.try_line() {
+            lines.push(line);
+        }
+        lines
+    }
+
+    /// Reads lines until `BYE …`; returns its reason. Then the stream must end.
+    pub fn expect_bye(&mut self) -> String {
+        let bye = self.expect_prefix("BYE ");
+        let rest = self.read_to_end();
+        assert!(rest.is_empty(), "lines after BYE: {rest:?}");
+        bye["BYE ".len()..].to_string()
+    }
+
+    /// Closes our sending side (a clean end: FIN).
+    pub fn shutdown_write(&self) {
+        let _ = self.writer.shutdown(std::net::Shutdown::Write);
+    }
+
+    /// The raw stream, for tests that read bytes themselves.
+    pub fn stream(&self) -> &TcpStream {
+        &self.writer
+    }
+
+    /// Reads raw bytes until EOF (bounded by `PATIENCE` per read).
+    pub fn drain_bytes(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        let _ = self.reader.read_to_end(&mut all);
+        all
+    }
+}
+
+/// Polls `condition` until it holds (for state that has no reply line to wait for, such
+/// as a thread count); fails after `PATIENCE`.
+pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
