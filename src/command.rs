@@ -84,17 +84,21 @@ pub const HELP_LINES: &[&str] = &[
 ///
 /// `Ok(None)` means "nothing to do" (an empty or blank line), `Err` carries the `ERR`
 /// to send back. Never panics, whatever the input.
+///
+/// Free text (messages, actions, whispers, reasons, ping tokens) has its control
+/// characters **stripped** here. Nick and room arguments are passed on **as typed**, so
+/// that validation can **refuse** a name with a control character in it rather than
+/// quietly accept a different name than the one the user typed.
 pub fn parse_line(line: &str) -> Result<Option<Command>, ParseError> {
-    let line = sanitize_text(line);
-    if line.trim().is_empty() {
+    if sanitize_text(line).trim().is_empty() {
         return Ok(None);
     }
     let Some(rest) = line.strip_prefix('/') else {
-        return Ok(Some(Command::Say(line.into_owned())));
+        return Ok(Some(Command::Say(sanitize_text(line).into_owned())));
     };
     if rest.starts_with('/') {
         // `//text` is the escape for a message that starts with a slash.
-        return Ok(Some(Command::Say(rest.to_string())));
+        return Ok(Some(Command::Say(sanitize_text(rest).into_owned())));
     }
     let (name, args) = match rest.split_once(char::is_whitespace) {
         Some((name, args)) => (name, args.trim()),
@@ -108,22 +112,28 @@ pub fn parse_line(line: &str) -> Result<Option<Command>, ParseError> {
         "users" => no_args(args, "/users", Command::Users)?,
         "help" => Command::Help,
         "me" => Command::Me(text(args)?),
-        "ping" => Command::Ping(args.to_string()),
-        "quit" => Command::Quit((!args.is_empty()).then(|| args.to_string())),
+        "ping" => Command::Ping(sanitize_text(args).trim().to_string()),
+        "quit" => {
+            let reason = sanitize_text(args).trim().to_string();
+            Command::Quit((!reason.is_empty()).then_some(reason))
+        }
         "w" | "msg" => {
             let usage = "/w NAME TEXT";
             let (to, message) = args
                 .split_once(char::is_whitespace)
                 .ok_or_else(|| ParseError::usage(usage))?;
             Command::Whisper {
-                to: to.to_string(),
+                to: sanitize_text(to).into_owned(),
                 text: text(message.trim_start())?,
             }
         }
         _ => {
             return Err(ParseError {
                 code: ErrorCode::UnknownCommand,
-                text: format!("unknown command /{name}; /help lists the commands"),
+                text: format!(
+                    "unknown command /{}; /help lists the commands",
+                    sanitize_text(name)
+                ),
             })
         }
     };
@@ -147,12 +157,13 @@ fn no_args(args: &str, usage: &str, command: Command) -> Result<Command, ParseEr
     }
 }
 
-/// Free text that must not be blank.
+/// Free text, control characters stripped, that must not be blank.
 fn text(args: &str) -> Result<String, ParseError> {
-    if args.trim().is_empty() {
+    let clean = sanitize_text(args);
+    if clean.trim().is_empty() {
         Err(ParseError::empty())
     } else {
-        Ok(args.to_string())
+        Ok(clean.into_owned())
     }
 }
 
@@ -211,6 +222,19 @@ mod tests {
         assert_eq!(err("/w bob   "), ErrorCode::Usage);
         assert_eq!(err("/me"), ErrorCode::EmptyMessage);
         assert_eq!(err("/"), ErrorCode::UnknownCommand);
+    }
+
+    #[test]
+    fn names_keep_their_control_characters_so_validation_can_refuse_them() {
+        assert_eq!(ok("/nick ev\x1ban"), Command::Nick("ev\x1ban".into()));
+        assert_eq!(
+            ok("/join r\u{202e}oom"),
+            Command::Join("r\u{202e}oom".into())
+        );
+        assert_eq!(ok("/me \x1b[1mbold"), Command::Me("[1mbold".into()));
+        assert_eq!(err("/me \x1b"), ErrorCode::EmptyMessage);
+        let unknown = parse_line("/x\x1b[2J").unwrap_err();
+        assert!(!unknown.text.contains('\x1b'));
     }
 
     #[test]

@@ -113,11 +113,11 @@ impl Dispatcher {
                 overflowed: Vec::new(),
                 max_pending: config.max_pending,
                 queued: 0,
+                flusher: flusher_jobs,
             },
             config,
             table: Arc::clone(&table),
             stats: Arc::clone(&stats),
-            flusher: flusher_jobs,
             aliases: AliasGenerator::new(),
             closing: VecDeque::new(),
             observers: Vec::new(),
@@ -195,6 +195,8 @@ struct Outputs {
     max_pending: usize,
     /// Lines queued since the last write.
     queued: usize,
+    /// Where outboxes go when their socket is full.
+    flusher: Sender<Arc<Outbox>>,
 }
 
 impl Outputs {
@@ -206,7 +208,17 @@ impl Outputs {
         if client.closing {
             return;
         }
-        match client.outbox.push(line, self.max_pending) {
+        let mut pushed = client.outbox.push(line, self.max_pending);
+        if pushed == Push::Overflow {
+            // This batch alone may have queued a lot for this client: that is not the
+            // client's fault until the socket has refused it. Write now, then retry; only
+            // what the socket would not take counts against `max_pending`.
+            if client.outbox.flush() == Flush::BackedUp {
+                let _ = self.flusher.send(Arc::clone(&client.outbox));
+            }
+            pushed = client.outbox.push(line, self.max_pending);
+        }
+        match pushed {
             Push::Queued => {
                 self.queued += 1;
                 if !client.dirty {
@@ -240,7 +252,6 @@ struct DispatcherState {
     table: SharedTable,
     stats: Arc<Stats>,
     out: Outputs,
-    flusher: Sender<Arc<Outbox>>,
     aliases: AliasGenerator,
     /// Clients told `BYE`, with the time after which they are closed hard. Always in
     /// deadline order, since every deadline is "now + close_grace".
@@ -487,7 +498,7 @@ impl DispatcherState {
             };
             client.dirty = false;
             if client.outbox.flush() == Flush::BackedUp {
-                let _ = self.flusher.send(Arc::clone(&client.outbox));
+                let _ = self.out.flusher.send(Arc::clone(&client.outbox));
             }
         }
         Stats::add(

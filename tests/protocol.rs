@@ -254,7 +254,9 @@ fn per_sender_order_with_concurrent_senders() {
     const SENDERS: usize = 4;
     const EACH: usize = 200;
     let server = start_server(test_config());
-    let mut watchers: Vec<Client> = (0..2).map(|_| Client::connect(server.local_addr())).collect();
+    let mut watchers: Vec<Client> = (0..2)
+        .map(|_| Client::connect(server.local_addr()))
+        .collect();
     let mut senders: Vec<Client> = (0..SENDERS)
         .map(|i| Client::named(server.local_addr(), &format!("s{i}x")))
         .collect();
@@ -400,7 +402,9 @@ fn operator_notice_whisper_and_kick() {
 #[test]
 fn shutdown_says_bye_to_everyone() {
     let server = start_server(test_config());
-    let mut clients: Vec<Client> = (0..5).map(|_| Client::connect(server.local_addr())).collect();
+    let mut clients: Vec<Client> = (0..5)
+        .map(|_| Client::connect(server.local_addr()))
+        .collect();
     for c in &mut clients {
         c.sync();
     }

@@ -157,6 +157,29 @@ impl Client {
         bye["BYE ".len()..].to_string()
     }
 
+    /// Like `expect_bye`, for a client that may still be writing when the server
+    /// closes: the end of the stream may then be a reset, and lines after a reset are
+    /// not checked.
+    pub fn expect_bye_allowing_errors(&mut self) -> String {
+        loop {
+            match self.try_line() {
+                Some(line) if line.starts_with("BYE ") => return line["BYE ".len()..].to_string(),
+                Some(_) => {}
+                None => panic!("{}: stream ended without BYE", self.nick),
+            }
+        }
+    }
+
+    /// Reads lines until one starts with any of `prefixes`; returns it.
+    pub fn expect_prefix_any(&mut self, prefixes: &[&str]) -> String {
+        loop {
+            let line = self.line();
+            if prefixes.iter().any(|p| line.starts_with(p)) {
+                return line;
+            }
+        }
+    }
+
     /// Closes our sending side (a clean end: FIN).
     pub fn shutdown_write(&self) {
         let _ = self.writer.shutdown(std::net::Shutdown::Write);

@@ -1,0 +1,457 @@
+//! Limits and bad input (issue 4): every limit gives the client a clear line, nothing
+//! disturbs the other clients, and nothing panics.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{start_server, test_config, Client, PATIENCE};
+use underworld_line::rate::RateLimit;
+use underworld_line::text::is_forbidden_char;
+use underworld_line::Config;
+
+/// A line over `--max-line` gets ERR and is dropped; the connection goes on.
+#[test]
+fn a_long_line_is_refused_and_dropped() {
+    let server = start_server(Config {
+        max_line: 100,
+        ..test_config()
+    });
+    let mut a = Client::named(server.local_addr(), "alice");
+    let long = "x".repeat(101);
+    a.send(&long);
+    assert!(a.line().starts_with("ERR line-too-long "));
+    let fits = "y".repeat(100);
+    a.send(&fits);
+    a.next_is(&format!("MSG lobby alice {fits}"));
+    // CRLF does not count against the limit.
+    a.send_raw(format!("{fits}\r\n").as_bytes());
+    a.next_is(&format!("MSG lobby alice {fits}"));
+}
+
+/// 64 KiB without a newline: `BYE line too long`, and the room sees why.
+#[test]
+fn an_endless_line_disconnects() {
+    let server = start_server(test_config());
+    let mut watcher = Client::named(server.local_addr(), "watcher");
+    let mut a = Client::named(server.local_addr(), "alice");
+    watcher.sync();
+    a.send_raw(&vec![b'z'; 64 * 1024 + 1]);
+    assert!(a.line().starts_with("ERR line-too-long "));
+    assert_eq!(a.expect_bye(), "line too long");
+    watcher.expect("LEAVE lobby alice line too long");
+}
+
+/// Invalid UTF-8 of every kind gets ERR, is not relayed, and the connection stays.
+#[test]
+fn invalid_utf8_is_refused() {
+    let server = start_server(test_config());
+    let mut a = Client::named(server.local_addr(), "alice");
+    let mut b = Client::named(server.local_addr(), "bob");
+    a.sync();
+    let bad: [&[u8]; 5] = [
+        b"\xff hello\n",
+        b"overlong \xc0\xaf slash\n",
+        b"surrogate \xed\xa0\x80\n",
+        b"truncated \xe2\x82\n",
+        b"\x80 lone continuation\n",
+    ];
+    for line in bad {
+        a.send_raw(line);
+        assert!(a.line().starts_with("ERR invalid-utf8 "), "{line:?}");
+    }
+    a.send("still here ✓");
+    a.next_is("MSG lobby alice still here ✓");
+    a.sync();
+    let seen = b.sync();
+    assert_eq!(seen, ["MSG lobby alice still here ✓"]);
+}
+
+/// Nobody receives control characters, escape sequences or bidi overrides from another
+/// user's text, and a bare CR cannot fake a line from someone else.
+#[test]
+fn control_characters_never_reach_others() {
+    let server = start_server(test_config());
+    let mut a = Client::named(server.local_addr(), "alice");
+    let mut b = Client::named(server.local_addr(), "bob");
+    a.sync();
+    let nasty = [
+        "red \x1b[31mALERT\x1b[0m",
+        "title \x1b]0;pwned\x07 done",
+        "c1 \u{9b}31m csi and \u{85} nel",
+        "bidi \u{202e}txt.exe\u{202c} \u{2066}iso\u{2069} \u{200f}",
+        "fake\rMSG lobby admin give me your password",
+        "del\x7f bs\x08 nul\0 tab\tkept",
+        "line\u{2028}separator",
+    ];
+    for text in nasty {
+        a.send(text);
+    }
+    a.send("/me \x1b[2Jclears");
+    a.send("/w bob \x1b[5mblink");
+    a.sync(); // the server has relayed all of it before bob's ping below
+    let lines = b.sync();
+    assert_eq!(lines.len(), nasty.len() + 2, "{lines:?}");
+    for line in &lines {
+        assert!(
+            !line
+                .chars()
+                .any(|c| c != '\t' && (c.is_control() || is_forbidden_char(c))),
+            "{line:?}"
+        );
+    }
+    assert_eq!(
+        lines[4],
+        "MSG lobby alice fakeMSG lobby admin give me your password"
+    );
+    assert_eq!(lines[5], "MSG lobby alice del bs nul tab\tkept");
+    // Nicks and rooms with such characters are refused, not stripped.
+    a.send("/nick ev\x1b[1man");
+    assert!(a.expect_prefix("ERR ").starts_with("ERR invalid-nick "));
+    a.send("/join r\u{202e}oom");
+    assert!(a.line().starts_with("ERR invalid-room "));
+}
+
+/// Lookalike nicks: case, digits for letters, other scripts, fullwidth letters.
+#[test]
+fn lookalike_nicks_are_refused() {
+    let server = start_server(test_config());
+    let _evan = Client::named(server.local_addr(), "evan");
+    let mut b = Client::connect(server.local_addr());
+    for nick in [
+        "EVAN",
+        "Evan",
+        "еvan",
+        "ｅｖａｎ",
+        "3van-no",
+        "server",
+        "ADMIN",
+        "Sys7em",
+    ] {
+        b.send(&format!("/nick {nick}"));
+        let reply = b.line();
+        match nick {
+            "3van-no" => {
+                // does not start with a letter
+                assert!(reply.starts_with("ERR invalid-nick "), "{nick}: {reply}")
+            }
+            "server" | "ADMIN" => {
+                assert!(reply.starts_with("ERR nick-reserved "), "{nick}: {reply}")
+            }
+            "Sys7em" => assert!(reply.starts_with("NICK "), "{nick}: {reply}"),
+            _ => assert!(reply.starts_with("ERR "), "{nick}: {reply}"),
+        }
+    }
+}
+
+/// A burst passes, the next line is refused with ERR; a human pasting is not kicked;
+/// a client that keeps flooding for 10 s is disconnected with `BYE flooding`.
+#[test]
+fn floods_are_limited_then_disconnected() {
+    let server = start_server(Config {
+        rate_limit: Some(RateLimit::default()),
+        ..test_config()
+    });
+    let mut paster = Client::connect(server.local_addr());
+    // A paste of 12 lines: the burst of 10 passes (plus whatever refilled meanwhile),
+    // the rest is refused, and nobody is kicked.
+    for i in 0..12 {
+        paster.send(&format!("pasted {i}"));
+    }
+    let mut relayed = 0;
+    let mut limited = 0;
+    while relayed + limited < 12 {
+        let line = paster.line();
+        if line.starts_with("MSG ") {
+            relayed += 1;
+        } else if line.starts_with("ERR rate-limited ") {
+            limited += 1;
+        }
+    }
+    assert!(
+        relayed >= 10 && limited >= 1,
+        "{relayed} relayed, {limited} limited"
+    );
+
+    // A flood: a line every 10 ms (5x the allowed rate) until the server gives up.
+    let mut flooder = Client::connect(server.local_addr());
+    let mut writer = flooder.stream().try_clone().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_writer = Arc::clone(&stop);
+    let sender = thread::spawn(move || {
+        let start = Instant::now();
+        while !stop_writer.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(20) {
+            if writer.write_all(b"spam\n").is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let reason = flooder.expect_bye_allowing_errors();
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    assert_eq!(reason, "flooding");
+    // The paster, who only pasted once, is still welcome.
+    paster.sync();
+}
+
+/// A client that never reads while others chat is disconnected once its pending output
+/// passes `--max-pending`; the others receive everything, in order.
+#[test]
+fn a_slow_reader_is_dropped_by_pending_bytes() {
+    slow_reader_is_dropped(Config {
+        max_pending: 32 * 1024,
+        send_timeout: Duration::from_secs(3600),
+        ..test_config()
+    });
+}
+
+/// Same, but caught by the other rule: its socket accepts nothing for `--send-timeout`.
+#[test]
+fn a_slow_reader_is_dropped_by_send_timeout() {
+    slow_reader_is_dropped(Config {
+        max_pending: 1 << 30,
+        send_timeout: Duration::from_millis(200),
+        ..test_config()
+    });
+}
+
+fn slow_reader_is_dropped(config: Config) {
+    let server = start_server(config);
+    let mut slow = Client::named(server.local_addr(), "slow");
+    let mut reader = Client::named(server.local_addr(), "reader");
+    let mut talker = Client::named(server.local_addr(), "talker");
+    slow.sync();
+    reader.sync();
+
+    // `talker` sends big lines until `reader` sees the slow one go (bounded: at most
+    // 40,000 lines, 40 MB, far more than the kernel buffers hold).
+    let mut writer = talker.stream().try_clone().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_writer = Arc::clone(&stop);
+    let payload = "p".repeat(1000);
+    let sender = thread::spawn(move || {
+        let mut sent = 0usize;
+        while sent < 40_000 && !stop_writer.load(Ordering::Relaxed) {
+            if writer
+                .write_all(format!("{sent} {payload}\n").as_bytes())
+                .is_err()
+            {
+                break;
+            }
+            sent += 1;
+            // About 10 MB/s: a pace the reading clients keep up with, so only the
+            // client that does not read at all is too slow.
+            if sent % 10 == 0 {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+        sent
+    });
+    // The talker drains its own echo so it is never the slow one.
+    let echo = thread::spawn(move || {
+        let mut count = 0usize;
+        while let Some(line) = talker.try_line() {
+            if line.starts_with("MSG ") {
+                count += 1;
+            }
+            if line.starts_with("PONG") {
+                break;
+            }
+        }
+        (talker, count)
+    });
+
+    let mut next = 0usize;
+    loop {
+        let line = reader.line();
+        if line == "LEAVE lobby slow too slow" {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("MSG lobby talker ") {
+            let n: usize = rest.split(' ').next().unwrap().parse().unwrap();
+            assert_eq!(n, next, "the reader lost or reordered a message");
+            next += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    assert!(sent < 40_000, "the slow reader was never dropped");
+    // Everything sent reached the fast reader, in order, even after the drop.
+    while next < sent {
+        let line = reader.line();
+        if let Some(rest) = line.strip_prefix("MSG lobby talker ") {
+            let n: usize = rest.split(' ').next().unwrap().parse().unwrap();
+            assert_eq!(n, next);
+            next += 1;
+        }
+    }
+    // The talker's own echo arrives in full too.
+    let mut poke = Client::connect_raw(server.local_addr());
+    drop(poke.line());
+    drop(poke);
+    let _ = echo; // the echo thread ends with the server
+                  // The slow client's connection is closed: reading it to the end terminates.
+    slow.stream().set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut sink = Vec::new();
+    let _ = slow.stream().read_to_end(&mut sink);
+    server.shutdown();
+    server.join();
+}
+
+/// The connection cap: the client over it gets `BYE server full`; when someone
+/// leaves, there is room again.
+#[test]
+fn the_connection_cap_refuses_cleanly() {
+    let server = start_server(Config {
+        max_clients: Some(3),
+        ..test_config()
+    });
+    assert_eq!(server.cap().max_clients, 3);
+    let first = Client::connect(server.local_addr());
+    let _second = Client::connect(server.local_addr());
+    let _third = Client::connect(server.local_addr());
+    let mut fourth = Client::connect_raw(server.local_addr());
+    assert_eq!(fourth.expect_bye(), "server full");
+    drop(first);
+    // The slot frees once the first connection's thread has ended; the acceptor
+    // reaps it on the next accept.
+    common::eventually("a slot to free up", || {
+        let mut next = Client::connect_raw(server.local_addr());
+        next.line().starts_with("HELLO ")
+    });
+    assert!(underworld_line::console::stats_text(&server).contains("connection cap: 3"));
+}
+
+/// The per-IP cap: the connection over it from one address gets BYE.
+#[test]
+fn the_per_ip_cap_refuses_cleanly() {
+    let server = start_server(Config {
+        max_per_ip: 2,
+        ..test_config()
+    });
+    let _a = Client::connect(server.local_addr());
+    let _b = Client::connect(server.local_addr());
+    let mut c = Client::connect_raw(server.local_addr());
+    assert_eq!(c.expect_bye(), "too many connections from your address");
+}
+
+/// A client that completes no line for the idle timeout gets `BYE idle`, even while it
+/// trickles bytes that never make a line (slowloris).
+#[test]
+fn idle_and_trickling_clients_are_closed() {
+    let server = start_server(Config {
+        idle_timeout: Duration::from_millis(300),
+        ..test_config()
+    });
+    let mut idle = Client::connect(server.local_addr());
+    assert_eq!(idle.expect_bye(), "idle");
+
+    let mut trickler = Client::connect(server.local_addr());
+    let mut writer = trickler.stream().try_clone().unwrap();
+    let trickle = thread::spawn(move || {
+        // One byte every 50 ms, never a newline, for at most 5 s.
+        for _ in 0..100 {
+            if writer.write_all(b"x").is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    });
+    assert_eq!(trickler.expect_bye_allowing_errors(), "idle");
+    trickle.join().unwrap();
+}
+
+/// Abrupt ends: a reset in the middle of a line and a half-close after a partial line.
+/// The partial line is never relayed and LEAVE goes out once.
+#[test]
+fn abrupt_ends_never_relay_partial_lines() {
+    let server = start_server(test_config());
+    let mut watcher = Client::named(server.local_addr(), "watcher");
+
+    let mut half = Client::named(server.local_addr(), "half");
+    half.send_raw(b"partial line with no end");
+    half.shutdown_write();
+    let seen = watcher.expect("LEAVE lobby half connection closed");
+    assert!(seen.iter().all(|l| !l.contains("partial")), "{seen:?}");
+
+    let mut reset = Client::named(server.local_addr(), "reset");
+    reset.send("/help"); // output it will never read: closing then sends a reset
+    reset.sync();
+    reset.send("/help");
+    reset.send_raw(b"another partial");
+    drop(reset);
+    let seen = watcher.expect("LEAVE lobby reset connection closed");
+    assert!(seen.iter().all(|l| !l.contains("partial")), "{seen:?}");
+    let after = watcher.sync();
+    assert!(after.iter().all(|l| !l.starts_with("LEAVE")), "{after:?}");
+}
+
+/// 200 clients claim the same nick at the same moment: exactly one gets it.
+#[test]
+fn two_hundred_clients_race_for_one_nick() {
+    const RACERS: usize = 200;
+    let server = start_server(test_config());
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let racers: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let addr = server.local_addr();
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                let mut client = Client::connect(addr);
+                client.sync();
+                barrier.wait();
+                client.send("/nick winner");
+                // Others' NICK lines may arrive first: wait for the answer to *us*.
+                let mine = format!("NICK {} winner", client.nick);
+                let reply = client.expect_prefix_any(&[&mine, "ERR "]);
+                let won = reply == mine;
+                if !won {
+                    assert!(reply.starts_with("ERR nick-taken "), "{reply}");
+                }
+                // Keep the connection open until every racer has its answer: a winner
+                // that left early would free the nick for a latecomer.
+                (won, client)
+            })
+        })
+        .collect();
+    let results: Vec<(bool, Client)> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    let winners = results.iter().filter(|(won, _)| *won).count();
+    assert_eq!(winners, 1);
+    server.shutdown();
+    server.join();
+}
+
+/// Bad input of any kind does not take the server down: after a barrage of garbage
+/// from several clients, a fresh client still chats.
+#[test]
+fn garbage_never_panics_the_server() {
+    let server = start_server(Config {
+        max_line: 64,
+        ..test_config()
+    });
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..8 {
+        let mut stream = TcpStream::connect(server.local_addr()).unwrap();
+        for _ in 0..64 {
+            let mut chunk = Vec::new();
+            for _ in 0..(seed % 200) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                chunk.push((seed >> 24) as u8);
+            }
+            if stream.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    }
+    let mut fresh = Client::named(server.local_addr(), "fresh");
+    fresh.send("still alive");
+    fresh.expect("MSG lobby fresh still alive");
+}
