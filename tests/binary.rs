@@ -1,0 +1,223 @@
+//! The `underworld-line` binary itself: flags, the operator console on stdin, and
+//! Ctrl-C (SIGINT) shutting it down with `BYE` to everyone and exit status 0.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Instant;
+
+use common::{Client, PATIENCE};
+
+const BIN: &str = env!("CARGO_BIN_EXE_underworld-line");
+
+/// A running server process, its console (stdin), and its stdout lines.
+struct Running {
+    child: Child,
+    console: Option<ChildStdin>,
+    addr: SocketAddr,
+    stdout: mpsc::Receiver<String>,
+}
+
+fn spawn(args: &[&str]) -> Running {
+    spawn_with_stdin(args, Stdio::piped())
+}
+
+fn spawn_with_stdin(args: &[&str], stdin: Stdio) -> Running {
+    let mut child = Command::new(BIN)
+        .args(["--addr", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the server binary");
+    // The banner on stderr says where it listens (we asked for port 0).
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (addr_tx, addr_rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("Underworld-Line on ") {
+                let addr = rest.split(' ').next().unwrap().to_string();
+                let _ = addr_tx.send(addr);
+            }
+        }
+    });
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (out_tx, out_rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = out_tx.send(line);
+        }
+    });
+    let addr = addr_rx
+        .recv_timeout(PATIENCE)
+        .expect("the banner")
+        .parse()
+        .unwrap();
+    let console = child.stdin.take();
+    Running {
+        child,
+        console,
+        addr,
+        stdout: out_rx,
+    }
+}
+
+impl Running {
+    fn type_line(&mut self, line: &str) {
+        let console = self.console.as_mut().expect("stdin is a pipe");
+        writeln!(console, "{line}").unwrap();
+        console.flush().unwrap();
+    }
+
+    /// Waits for a stdout line containing `text`.
+    fn expect_output(&self, text: &str) -> String {
+        loop {
+            let line = self.stdout.recv_timeout(PATIENCE).expect("console output");
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
+    fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its status code.
+    fn wait(&mut self) -> i32 {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().expect("exited by itself, not by a signal");
+            }
+            assert!(start.elapsed() < PATIENCE, "the server did not exit");
+            thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+/// `--help` lists the flags with their defaults; a wrong flag is a usage error.
+#[test]
+fn help_and_bad_flags() {
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8(help.stdout).unwrap();
+    for flag in [
+        "--addr",
+        "--max-clients",
+        "--history",
+        "--max-line",
+        "--rate-limit",
+    ] {
+        assert!(text.contains(flag), "--help does not mention {flag}");
+    }
+    let bad = Command::new(BIN).arg("--bogus").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+/// A line typed on the console reaches everyone as NOTICE; console commands answer on
+/// stdout; Ctrl-C says BYE to everyone and the process exits 0.
+#[test]
+fn console_pushes_and_ctrl_c_stops() {
+    let mut server = spawn(&[]);
+    let mut a = Client::connect(server.addr);
+    let mut b = Client::connect(server.addr);
+    a.expect(&format!("JOIN lobby {}", b.nick));
+
+    server.type_line("the server says hi");
+    a.expect("NOTICE the server says hi");
+    b.expect("NOTICE the server says hi");
+    server.type_line("/stats");
+    server.expect_output("connection cap:");
+    server.type_line(&format!("/w {} just for you", a.nick));
+    a.expect(&format!("DM server {} just for you", a.nick));
+
+    server.interrupt();
+    assert_eq!(a.expect_bye(), "server shutting down");
+    assert_eq!(b.expect_bye(), "server shutting down");
+    assert_eq!(server.wait(), 0);
+}
+
+/// `/shutdown` on the console stops the server like Ctrl-C; EOF on stdin alone does
+/// not (a server started with `</dev/null` keeps running).
+#[test]
+fn console_shutdown_and_eof() {
+    let mut server = spawn(&[]);
+    let mut a = Client::connect(server.addr);
+    server.type_line("/help");
+    server.expect_output("/kick NAME");
+    server.type_line("/shutdown");
+    assert_eq!(a.expect_bye(), "server shutting down");
+    assert_eq!(server.wait(), 0);
+
+    let mut quiet = spawn_with_stdin(&[], Stdio::null());
+    let mut c = Client::connect(quiet.addr);
+    c.send("still serving");
+    c.expect(&format!("MSG lobby {} still serving", c.nick));
+    quiet.interrupt();
+    assert_eq!(quiet.wait(), 0);
+}
+
+/// Shutdown under load: SIGINT while 200 clients chat; every client gets BYE and the
+/// process exits 0 (the time it took is printed; the benchmark notes report it).
+#[test]
+fn ctrl_c_under_load() {
+    const CLIENTS: usize = 200;
+    let mut server = spawn(&["--rate-limit", "off", "--max-per-ip", "0"]);
+    let mut clients: Vec<Client> = (0..CLIENTS).map(|_| Client::connect(server.addr)).collect();
+    for c in &mut clients {
+        c.sync();
+    }
+    // Every client chats from its own thread until the server says BYE.
+    let chatters: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            let mut writer = c.stream().try_clone().unwrap();
+            thread::spawn(move || {
+                let talker = thread::spawn(move || {
+                    for i in 0..1000 {
+                        if writer
+                            .write_all(format!("chatter {i}\n").as_bytes())
+                            .is_err()
+                        {
+                            break;
+                        }
+                        thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                });
+                let reason = c.expect_bye_allowing_errors();
+                drop(c);
+                let _ = talker.join();
+                reason
+            })
+        })
+        .collect();
+    // Let the chat get going: wait until a fresh client sees others' messages.
+    let mut observer = Client::connect(server.addr);
+    observer.expect_prefix("MSG lobby ");
+
+    let start = Instant::now();
+    server.interrupt();
+    for chatter in chatters {
+        assert_eq!(chatter.join().unwrap(), "server shutting down");
+    }
+    assert_eq!(
+        observer.expect_bye_allowing_errors(),
+        "server shutting down"
+    );
+    assert_eq!(server.wait(), 0);
+    eprintln!(
+        "shutdown with {CLIENTS} chatting clients took {:?}",
+        start.elapsed()
+    );
+}
