@@ -150,3 +150,46 @@ proptest! {
         }
     }
 }
+
+/// Whatever is relayed to others: message text, actions, whisper text, quit reasons,
+/// ping tokens. Nicks and rooms are checked by validation instead (they are refused).
+fn relayed_text(command: &underworld_line::Command) -> Vec<&str> {
+    use underworld_line::Command::*;
+    match command {
+        Say(text) | Me(text) | Ping(text) => vec![text],
+        Whisper { to, text } => vec![to, text],
+        Quit(Some(reason)) => vec![reason],
+        _ => vec![],
+    }
+}
+
+proptest! {
+    /// Command parsing never panics, and no text it hands on for relaying contains a
+    /// control character (TAB aside) or any other forbidden character.
+    #[test]
+    fn parsed_text_never_carries_control_characters(
+        line in prop_oneof![
+            any::<String>(),
+            "/(me|w|msg|quit|ping|nick|join) .{0,40}",
+            "//?.{0,40}",
+        ]
+    ) {
+        if let Ok(Some(command)) = underworld_line::command::parse_line(&line) {
+            for text in relayed_text(&command) {
+                prop_assert!(
+                    !text.chars().any(|c| c != '\t' && (c.is_control() || is_forbidden_char(c))),
+                    "{:?} from {:?}", text, line
+                );
+            }
+        }
+    }
+
+    /// A nick that passes validation contains no forbidden character, so a nick taken
+    /// as typed can never smuggle one to others.
+    #[test]
+    fn valid_nicks_are_clean(s in any::<String>()) {
+        if validate_nick(&s).is_ok() {
+            prop_assert!(!s.chars().any(|c| c.is_control() || is_forbidden_char(c)));
+        }
+    }
+}
