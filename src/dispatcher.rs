@@ -89,6 +89,14 @@ pub struct Dispatcher {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("users", &self.table.lock().user_count())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Dispatcher {
     /// Starts a dispatcher and its flusher thread.
     pub fn start(config: Config) -> io::Result<Dispatcher> {
@@ -156,8 +164,8 @@ impl Dispatcher {
     }
 
     /// Asks every client to leave (`BYE server shutting down`). The dispatcher stops
-    /// once every client it knows has sent [`Event::Closed`] (or been closed hard after
-    /// the close grace).
+    /// once every client it knows has sent [`Event::Closed`] or, at the latest, when
+    /// the close grace (`Config::close_grace`) has passed.
     pub fn shutdown(&self) {
         let _ = self.events.send(Event::Shutdown);
     }
@@ -414,8 +422,15 @@ impl DispatcherState {
         }
         let text = reason.to_string();
         if let Some(user) = table.remove(id) {
-            // At shutdown everyone leaves at once; nobody needs the LEAVE lines.
-            if reason != CloseReason::ServerShutdown {
+            if reason == CloseReason::ServerShutdown {
+                // Everyone leaves at once: nobody needs LEAVE lines, but observers
+                // still hear who left.
+                self.notify(|| ChatEvent::Left {
+                    nick: user.nick.clone(),
+                    room: user.room.clone(),
+                    reason: text.clone(),
+                });
+            } else {
                 self.left_room(table, &user, &text);
             }
         }
@@ -468,8 +483,10 @@ impl DispatcherState {
                 break;
             }
             self.closing.pop_front();
-            if let Some(client) = self.out.clients.get(&id) {
-                // Wakes its reader, which then sends `Closed`.
+            // Closing the transport wakes a TCP reader, which then sends `Closed` (and
+            // is ignored). The client is forgotten now rather than then, so a program
+            // driving the dispatcher over channels need not send `Closed` at all.
+            if let Some(client) = self.out.clients.remove(&id) {
                 client.outbox.close(None);
             }
         }
@@ -717,6 +734,7 @@ impl DispatcherState {
                             text: &text,
                         };
                         self.out.send(target, line.to_line().as_bytes());
+                        Stats::add(&self.stats.messages, 1);
                         Ok(1)
                     }
                 };
@@ -769,9 +787,14 @@ impl DispatcherState {
             return;
         }
         let event = make();
+        let stats = &self.stats;
         self.observers
             .retain(|observer| match observer.try_send(event.clone()) {
-                Ok(()) | Err(TrySendError::Full(_)) => true,
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    Stats::add(&stats.observer_drops, 1);
+                    true
+                }
                 Err(TrySendError::Disconnected(_)) => false,
             });
     }

@@ -150,10 +150,9 @@ impl Outbox {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_full(&e) => return state.back_up(),
-                // Ok(0) or a real error: the peer is gone. Its connection thread sees the
-                // same and reports `Closed`; we only stop writing.
-                _ => {
-                    state.close_quietly();
+                // Ok(0) or a real error: the peer is gone, or the socket is broken.
+                other => {
+                    self.fail(&mut state, other);
                     return Flush::Done;
                 }
             }
@@ -184,10 +183,12 @@ impl Outbox {
         let mut state = self.state.lock();
         state.in_flight = 0;
         let written = match result {
-            Ok(0) => return state.close_quietly(),
-            Ok(written) => written,
+            Ok(written) if written > 0 => written,
             Err(e) if is_full(&e) || e.kind() == io::ErrorKind::Interrupted => 0,
-            Err(_) => return state.close_quietly(),
+            other => {
+                self.fail(&mut state, other);
+                return Backlog::Closed;
+            }
         };
         if state.closed {
             return Backlog::Closed;
@@ -213,6 +214,15 @@ impl Outbox {
         Backlog::Waiting {
             progressed: written > 0,
         }
+    }
+
+    /// A write failed for good. Closing the transport too (not only marking the
+    /// outbox) makes sure the connection thread wakes up and reports `Closed`, so the
+    /// client leaves the room instead of lingering with output nobody writes.
+    fn fail(&self, state: &mut OutboxState, result: io::Result<usize>) {
+        log::debug!("write failed ({result:?}); closing");
+        state.close_quietly();
+        self.transport.close();
     }
 
     fn drained(&self, state: &mut OutboxState) -> Backlog {

@@ -55,6 +55,15 @@ struct Inner {
     acceptor: Mutex<Option<JoinHandle<()>>>,
 }
 
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.inner.local_addr)
+            .field("cap", &self.inner.cap.max_clients)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Compile-time proof that the handle can be shared between threads.
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
@@ -183,7 +192,13 @@ impl Server {
 
     /// A stream of everything that happens from now on: joins, leaves, nick changes,
     /// messages (not private messages). Events are dropped for this receiver if it
-    /// falls more than 4,096 behind, so a slow observer never slows the chat.
+    /// falls more than 4,096 behind, so a slow observer never slows the chat; the
+    /// count of dropped events is in [`Stats::observer_drops`].
+    ///
+    /// "From now on" means from when the dispatcher handles the request: clients may
+    /// connect between `bind` and `subscribe`, so subscribe first thing, and use
+    /// [`snapshot`](Self::snapshot) for who was already there. The stream ends (the
+    /// channel disconnects) when the server has stopped.
     pub fn subscribe(&self) -> Receiver<ChatEvent> {
         let (observer, events) = crossbeam_channel::bounded(OBSERVER_QUEUE);
         let _ = self

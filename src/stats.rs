@@ -16,6 +16,9 @@ pub struct Stats {
     pub deliveries: AtomicU64,
     /// Clients disconnected for reading too slowly.
     pub too_slow: AtomicU64,
+    /// Events an observer missed because it fell too far behind
+    /// (see [`Server::subscribe`](crate::Server::subscribe)).
+    pub observer_drops: AtomicU64,
 }
 
 impl Stats {

@@ -61,12 +61,16 @@ fn threads_and_files_return_to_baseline() {
         server.kick(&kicked.nick, "test").unwrap();
         kicked.expect_bye();
         // Too slow: never reads while the watcher talks.
-        let slow = Client::named(server.local_addr(), &format!("slow{round}"));
+        let mut slow = Client::named(server.local_addr(), &format!("slow{round}"));
         let payload = "w".repeat(1000);
         let mut sent = 0;
         loop {
             watcher.send(&payload);
             sent += 1;
+            if sent % 64 == 0 {
+                // Writing (never reading) keeps it from being dropped as idle instead.
+                slow.send("/ping");
+            }
             let line = watcher.line();
             if line.starts_with(&format!("LEAVE lobby {} too slow", slow.nick)) {
                 break;
