@@ -3,7 +3,7 @@
 //! Every connection thread publishes [`Event`]s to it over one crossbeam channel; it
 //! decides what each event means (a message, a nick change, a disconnect), updates the
 //! [user table](crate::table), and queues the resulting lines for their recipients
-//! (see [`crate::outbox`] for how they reach the sockets).
+//! (see `src/outbox.rs` for how they reach the sockets).
 //!
 //! Why one thread: the chat's state (who is where, which nick is taken, the order of
 //! messages in a room) then has a single writer, so there are no races to reason about:
