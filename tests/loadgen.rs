@@ -1,0 +1,325 @@
+//! Smoke tests of the load generator (`examples/loadgen.rs`): every workload in a tiny
+//! configuration against an in-process server. They check that each run completes, exits
+//! 0 and reports what it should (everyone accepted, nothing lost...), and assert nothing
+//! about timing: latency on a busy CI machine proves nothing either way.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{start_server, test_config};
+use underworld_line::Server;
+
+/// The longest any one load generator run may take before the test fails; the tiny runs
+/// below take a few seconds at most.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The loadgen binary: `cargo test` builds examples next to the test binaries, in
+/// `<target>/<profile>/examples/` (the test runs as `<target>/<profile>/deps/loadgen-HASH`).
+/// `cargo test --test loadgen` does not build examples, so when the binary is missing, or
+/// older than its source, the test builds it with cargo.
+fn loadgen_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let test_exe = std::env::current_exe().expect("path of the test binary");
+            let profile_dir = test_exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("the test binary lives in <target>/<profile>/deps/");
+            let binary = profile_dir
+                .join("examples")
+                .join(format!("loadgen{}", std::env::consts::EXE_SUFFIX));
+            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/loadgen.rs");
+            if !is_fresh(&binary, &source) {
+                let target_dir = profile_dir.parent().expect("<target>/");
+                let profile = profile_dir
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .expect("profile directory name");
+                let mut build = Command::new(env!("CARGO"));
+                build
+                    .current_dir(env!("CARGO_MANIFEST_DIR"))
+                    .args(["build", "--quiet", "--example", "loadgen", "--target-dir"])
+                    .arg(target_dir);
+                // The dev and test profiles build into debug/; the others into their name.
+                if profile != "debug" {
+                    build.args(["--profile", profile]);
+                }
+                let status = build.status().expect("run cargo build --example loadgen");
+                assert!(status.success(), "cargo build --example loadgen failed");
+            }
+            assert!(binary.exists(), "no loadgen at {}", binary.display());
+            binary
+        })
+        .clone()
+}
+
+/// True if `binary` exists and is at least as new as `source`.
+fn is_fresh(binary: &Path, source: &Path) -> bool {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    match (modified(binary), modified(source)) {
+        (Some(built), Some(written)) => built >= written,
+        _ => false,
+    }
+}
+
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the loadgen with `args`, killing it (and failing) after `RUN_TIMEOUT`.
+fn loadgen(args: &[&str]) -> Run {
+    let mut child = Command::new(loadgen_binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start loadgen");
+    // Read both pipes on threads, so a chatty child never blocks on a full pipe.
+    let mut out_pipe = child.stdout.take().expect("stdout pipe");
+    let mut err_pipe = child.stderr.take().expect("stderr pipe");
+    let out_reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out_pipe.read_to_string(&mut text);
+        text
+    });
+    let err_reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err_pipe.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        match child.try_wait().expect("wait for loadgen") {
+            Some(status) => break status,
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("loadgen {args:?} still running after {RUN_TIMEOUT:?}");
+            }
+            None => thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    Run {
+        status,
+        stdout: out_reader.join().expect("stdout reader"),
+        stderr: err_reader.join().expect("stderr reader"),
+    }
+}
+
+/// Runs a workload against `server` with `--json` and returns its one JSON line.
+fn loadgen_json(server: &Server, args: &[&str]) -> String {
+    let addr = server.local_addr().to_string();
+    let mut all = args.to_vec();
+    all.extend(["--addr", &addr, "--json"]);
+    let run = loadgen(&all);
+    assert!(
+        run.status.success(),
+        "loadgen {all:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one JSON line, got:\n{}",
+        run.stdout
+    );
+    let line = lines[0].to_string();
+    assert!(
+        line.starts_with('{') && line.ends_with('}'),
+        "not JSON: {line}"
+    );
+    line
+}
+
+/// Every value of `"key":` in a JSON line, as raw text (`12`, `true`, `null`, `"x"`).
+fn values<'a>(json: &'a str, key: &str) -> Vec<&'a str> {
+    let pattern = format!("\"{key}\":");
+    json.match_indices(&pattern)
+        .map(|(at, _)| {
+            let rest = &json[at + pattern.len()..];
+            let end = rest.find([',', '}', ']']).unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect()
+}
+
+/// The one value of `"key":`, as a number.
+fn number(json: &str, key: &str) -> u64 {
+    let found = values(json, key);
+    assert_eq!(found.len(), 1, "expected one `{key}` in {json}");
+    found[0]
+        .parse()
+        .unwrap_or_else(|_| panic!("`{key}` is {} in {json}", found[0]))
+}
+
+fn stop(server: Server) {
+    server.shutdown();
+    server.join();
+}
+
+#[test]
+fn idle_accepts_everyone_and_everyone_gets_the_message() {
+    let server = start_server(test_config());
+    // The server runs in this process, so our own pid exercises the /proc readings.
+    let pid = std::process::id().to_string();
+    let json = loadgen_json(
+        &server,
+        &["idle", "--clients", "5", "--duration", "0.1", "--pid", &pid],
+    );
+    assert_eq!(number(&json, "accepted"), 5, "{json}");
+    assert_eq!(number(&json, "refused"), 0, "{json}");
+    assert_eq!(number(&json, "failed"), 0, "{json}");
+    assert_eq!(number(&json, "received"), 5, "{json}");
+    assert_eq!(values(&json, "all_received"), ["true"], "{json}");
+    assert_eq!(
+        values(&json, "rss_kib").len(),
+        2,
+        "before and after: {json}"
+    );
+    stop(server);
+}
+
+#[test]
+fn idle_counts_connections_refused_over_the_cap() {
+    let mut config = test_config();
+    config.max_clients = Some(3);
+    let server = start_server(config);
+    let json = loadgen_json(&server, &["idle", "--clients", "5", "--duration", "0.1"]);
+    assert_eq!(number(&json, "accepted"), 3, "{json}");
+    assert_eq!(number(&json, "refused"), 2, "{json}");
+    assert_eq!(number(&json, "failed"), 0, "{json}");
+    assert_eq!(number(&json, "received"), 3, "{json}");
+    assert_eq!(values(&json, "all_received"), ["false"], "{json}");
+    stop(server);
+}
+
+#[test]
+fn fanout_delivers_every_message_once_and_in_order() {
+    let server = start_server(test_config());
+    let json = loadgen_json(
+        &server,
+        &[
+            "fanout",
+            "--clients",
+            "4",
+            "--senders",
+            "2",
+            "--rate",
+            "40",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0.1",
+        ],
+    );
+    let sent = number(&json, "sent");
+    assert!(sent > 0, "{json}");
+    // Every message reaches all 4 clients, its sender included.
+    assert_eq!(number(&json, "expected_deliveries"), sent * 4, "{json}");
+    assert_eq!(number(&json, "delivered"), sent * 4, "{json}");
+    assert_eq!(number(&json, "lost"), 0, "{json}");
+    assert_eq!(number(&json, "duplicated"), 0, "{json}");
+    assert_eq!(number(&json, "reordered"), 0, "{json}");
+    assert_eq!(number(&json, "disconnected"), 0, "{json}");
+    assert!(number(&json, "samples") > 0, "{json}");
+    stop(server);
+}
+
+#[test]
+fn saturate_runs_its_rounds() {
+    let server = start_server(test_config());
+    let json = loadgen_json(
+        &server,
+        &[
+            "saturate",
+            "--clients",
+            "3",
+            "--senders",
+            "2",
+            "--rate",
+            "20",
+            "--duration",
+            "0.2",
+            "--warmup",
+            "0",
+            "--rounds",
+            "2",
+        ],
+    );
+    assert_eq!(values(&json, "pass").len(), 2, "two rounds: {json}");
+    assert_eq!(values(&json, "lost"), ["0", "0"], "{json}");
+    assert_eq!(values(&json, "best_deliveries_per_s").len(), 1, "{json}");
+    assert!(values(&json, "stopped").is_empty(), "{json}");
+    stop(server);
+}
+
+#[test]
+fn slow_runs_a_baseline_and_a_round_with_a_client_that_never_reads() {
+    let server = start_server(test_config());
+    let json = loadgen_json(
+        &server,
+        &[
+            "slow",
+            "--clients",
+            "3",
+            "--senders",
+            "1",
+            "--slow",
+            "1",
+            "--rate",
+            "20",
+            "--pad",
+            "100",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0",
+        ],
+    );
+    assert!(json.contains("\"baseline\":{"), "{json}");
+    assert!(json.contains("\"with_slow\":{"), "{json}");
+    // Both rounds: nothing lost for the clients that do read.
+    assert_eq!(values(&json, "lost"), ["0", "0"], "{json}");
+    // The slow client is reported (dropped or not: that depends on timing).
+    assert_eq!(values(&json, "how").len(), 1, "{json}");
+    assert_eq!(values(&json, "p99_ratio").len(), 1, "{json}");
+    stop(server);
+}
+
+#[test]
+fn step_adds_clients_step_by_step() {
+    let server = start_server(test_config());
+    let json = loadgen_json(&server, &["step", "--step", "2", "--max-clients", "4"]);
+    assert_eq!(values(&json, "clients"), ["2", "4"], "{json}");
+    assert_eq!(values(&json, "refused"), ["0", "0"], "{json}");
+    assert_eq!(values(&json, "last_passing_clients").len(), 1, "{json}");
+    stop(server);
+}
+
+#[test]
+fn help_and_usage_errors() {
+    let help = loadgen(&["--help"]);
+    assert!(help.status.success());
+    assert!(help.stdout.contains("usage: loadgen"), "{}", help.stdout);
+
+    let unknown = loadgen(&["fanout", "--bogus", "1"]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", unknown.stderr);
+
+    // The traffic rule: nothing but 127.0.0.0/8.
+    let remote = loadgen(&["idle", "--addr", "192.0.2.1:2022"]);
+    assert_eq!(remote.status.code(), Some(2), "{}", remote.stderr);
+    assert!(remote.stderr.contains("127.0.0.0/8"), "{}", remote.stderr);
+}
