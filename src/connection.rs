@@ -22,7 +22,7 @@ use crate::reply::ErrorCode;
 /// Bytes read per `read` call. Small, because it lives on every connection thread's
 /// stack and touched stack pages are memory; chat lines are short, and a long line
 /// simply takes a few reads.
-const READ_CHUNK: usize = 2048;
+const READ_CHUNK: usize = 1024;
 
 /// Once the connection is closing, stop reading after this long even if the peer
 /// neither closes nor is closed by the dispatcher (a backstop; the dispatcher's close
