@@ -71,17 +71,18 @@ impl Acceptor {
                 continue; // already gone
             };
             if running.len() >= self.max_clients {
-                self.refuse(stream, "server full");
+                self.refuse(&stream, "server full");
                 continue;
             }
             let from_ip = per_ip.get(&peer.ip()).copied().unwrap_or(0);
             if self.config.max_per_ip > 0 && from_ip >= self.config.max_per_ip {
-                self.refuse(stream, "too many connections from your address");
+                self.refuse(&stream, "too many connections from your address");
                 continue;
             }
             let id = ClientId(next_id);
             next_id += 1;
-            match self.spawn(id, stream, finished_tx.clone()) {
+            let stream = Arc::new(stream);
+            match self.spawn(id, Arc::clone(&stream), finished_tx.clone()) {
                 Ok(thread) => {
                     Stats::add(&self.stats.accepted, 1);
                     *per_ip.entry(peer.ip()).or_default() += 1;
@@ -95,9 +96,10 @@ impl Acceptor {
                     log::debug!("{id} from {peer}");
                 }
                 Err(e) => {
-                    // Should not happen below the derived cap; handled all the same.
+                    // Should not happen below the derived cap; handled all the same,
+                    // and the client is told, like any other refusal.
                     log::error!("could not start a thread for {id}: {e}");
-                    Stats::add(&self.stats.refused, 1);
+                    self.refuse(&stream, "server full");
                 }
             }
         }
@@ -116,14 +118,13 @@ impl Acceptor {
     fn spawn(
         &self,
         id: ClientId,
-        stream: TcpStream,
+        stream: Arc<TcpStream>,
         finished: Sender<ClientId>,
     ) -> io::Result<JoinHandle<()>> {
         // Chat lines are small and interactive: send them at once rather than waiting
         // to fill a packet (Nagle). Our own batching already coalesces under load.
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-        let stream = Arc::new(stream);
         let events = self.events.clone();
         let config = Arc::clone(&self.config);
         let result = thread::Builder::new()
@@ -138,7 +139,7 @@ impl Acceptor {
 
     /// Tells a client why it cannot come in, and closes. The socket is brand new, so
     /// its buffer is empty and this short write cannot block.
-    fn refuse(&self, stream: TcpStream, reason: &str) {
+    fn refuse(&self, stream: &TcpStream, reason: &str) {
         Stats::add(&self.stats.refused, 1);
         log::info!("refused a connection: {reason}");
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));

@@ -222,6 +222,7 @@ impl Outputs {
             // client's fault until the socket has refused it. Write now, then retry; only
             // what the socket would not take counts against `max_pending`.
             if client.outbox.flush() == Flush::BackedUp {
+                log::debug!("{id} backed up: its socket buffer is full");
                 let _ = self.flusher.send(Arc::clone(&client.outbox));
             }
             pushed = client.outbox.push(line, self.max_pending);
@@ -515,6 +516,7 @@ impl DispatcherState {
             };
             client.dirty = false;
             if client.outbox.flush() == Flush::BackedUp {
+                log::debug!("{id} backed up: its socket buffer is full");
                 let _ = self.out.flusher.send(Arc::clone(&client.outbox));
             }
         }

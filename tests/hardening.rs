@@ -328,6 +328,23 @@ fn the_connection_cap_refuses_cleanly() {
     assert!(underworld_line::console::stats_text(&server).contains("connection cap: 3"));
 }
 
+/// A thread that cannot be created (here: an impossible 16 TiB stack) never panics or
+/// aborts the server: the client is refused with `BYE server full` like any other.
+#[test]
+fn a_failed_thread_spawn_is_a_clean_refusal() {
+    let server = start_server(Config {
+        thread_stack: 1 << 44,
+        ..test_config()
+    });
+    for _ in 0..3 {
+        let mut refused = Client::connect_raw(server.local_addr());
+        assert_eq!(refused.expect_bye(), "server full");
+    }
+    assert!(underworld_line::console::stats_text(&server).contains("3 refused"));
+    server.shutdown();
+    server.join();
+}
+
 /// The per-IP cap: the connection over it from one address gets BYE.
 #[test]
 fn the_per_ip_cap_refuses_cleanly() {
