@@ -23,7 +23,7 @@
 //! | module | its one job |
 //! |---|---|
 //! | [`server`] | [`Server`]: bind, start the threads, the handle to control them |
-//! | [`acceptor`](crate::server) (private) | the accept loop, the caps, one named thread per connection |
+//! | `acceptor` (private) | the accept loop, the caps, one named thread per connection |
 //! | [`limits`] | the connection cap derived from the OS limits |
 //! | `connection` (private) | a connection thread: read → frame → parse → publish |
 //! | [`frame`] | bytes → lines (the framing its predecessor lacked) |
@@ -31,7 +31,7 @@
 //! | [`command`] | a line → a [`Command`] |
 //! | [`rate`] | per-client flood control |
 //! | [`event`] | the [`Event`]s threads publish to the dispatcher, the [`ChatEvent`]s observers see |
-//! | [`dispatcher`] | the one thread that owns the chat and decides who gets what |
+//! | [`dispatcher`] | the one thread that owns the chat and decides who gets what (`mod.rs` the loop, `lifecycle.rs`, `commands.rs`, `operator.rs`, `outputs.rs`) |
 //! | [`table`] | the user table: users, nicks, rooms, history |
 //! | [`reply`] | every server line, as a type and as text |
 //! | `outbox` (private) | queued output per client, coalesced writes, the flusher thread |

@@ -18,7 +18,9 @@ use underworld_line::Server;
 fn main() -> ExitCode {
     // Only the binary sets up logging and signal handling: a library must leave both
     // to the program that embeds it (ctrlc allows a single handler per process).
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
 
     let (addr, config) = match parse_args(std::env::args().skip(1)) {
         Ok(Invocation::Run { addr, config }) => (addr, config),

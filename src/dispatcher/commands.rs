@@ -1,0 +1,213 @@
+//! What each client command means: one function per command, each turning a
+//! [`Command`] into changes to the user table and lines for its recipients.
+
+use super::{DispatcherState, LIST_MAX};
+use crate::command::{Command, HELP_LINES};
+use crate::event::{ChatEvent, ClientId, CloseReason};
+use crate::reply::{ErrorCode, Reply};
+use crate::stats::Stats;
+use crate::table::{User, UserTable};
+use crate::text::{normalize_room, validate_nick, NickError};
+
+impl DispatcherState {
+    pub(super) fn command(&mut self, table: &mut UserTable, id: ClientId, command: Command) {
+        let Some(user) = table.user(id).cloned() else {
+            return; // closing, or never connected: ignore
+        };
+        match command {
+            Command::Say(text) => {
+                let line = Reply::Msg {
+                    room: &user.room,
+                    nick: &user.nick,
+                    text: &text,
+                };
+                self.relay(table, &user, line.to_string());
+                self.notify(|| ChatEvent::Message {
+                    room: user.room.clone(),
+                    nick: user.nick.clone(),
+                    text,
+                });
+            }
+            Command::Me(text) => {
+                let line = Reply::Me {
+                    room: &user.room,
+                    nick: &user.nick,
+                    text: &text,
+                };
+                self.relay(table, &user, line.to_string());
+                self.notify(|| ChatEvent::Action {
+                    room: user.room.clone(),
+                    nick: user.nick.clone(),
+                    text,
+                });
+            }
+            Command::Nick(new) => self.change_nick(table, id, &user, new),
+            Command::Join(room) => self.join(table, id, &user, &room),
+            Command::Rooms => {
+                let rooms: Vec<(String, usize)> = table
+                    .rooms()
+                    .map(|(name, members)| (name.to_string(), members))
+                    .collect();
+                for (room, members) in rooms.iter().take(LIST_MAX) {
+                    self.reply(
+                        id,
+                        Reply::Room {
+                            room,
+                            members: *members,
+                        },
+                    );
+                }
+                self.end_list(id, "rooms", rooms.len());
+            }
+            Command::Who => {
+                let members = table.members(&user.room);
+                for member in members.iter().take(LIST_MAX) {
+                    if let Some(other) = table.user(*member) {
+                        let who = Reply::Who {
+                            room: &user.room,
+                            nick: &other.nick,
+                        };
+                        self.out.send(id, who.to_line().as_bytes());
+                    }
+                }
+                self.end_list(id, "who", members.len());
+            }
+            Command::Users => {
+                let mut users: Vec<&User> = table.users().collect();
+                users.sort_by(|a, b| a.nick.cmp(&b.nick));
+                for other in users.iter().take(LIST_MAX) {
+                    let line = Reply::User {
+                        nick: &other.nick,
+                        room: &other.room,
+                    };
+                    self.out.send(id, line.to_line().as_bytes());
+                }
+                self.end_list(id, "users", users.len());
+            }
+            Command::Whisper { to, text } => self.whisper(table, id, &user, &to, &text),
+            Command::Ping(token) => self.reply(id, Reply::Pong { token: &token }),
+            Command::Help => {
+                for text in HELP_LINES {
+                    self.reply(id, Reply::Help { text });
+                }
+                self.end_list(id, "help", HELP_LINES.len());
+            }
+            Command::Quit(reason) => self.begin_close(table, id, CloseReason::Quit(reason)),
+        }
+    }
+
+    /// A message to the sender's room: kept for history and sent to every member, the
+    /// sender included, so that everyone sees the same order.
+    pub(super) fn relay(&mut self, table: &mut UserTable, user: &User, line: String) {
+        let bytes = format!("{line}\n");
+        table.record(&user.room, line, self.config.history);
+        self.out
+            .send_all(table.members(&user.room), bytes.as_bytes());
+        Stats::add(&self.stats.messages, 1);
+    }
+
+    pub(super) fn change_nick(
+        &mut self,
+        table: &mut UserTable,
+        id: ClientId,
+        user: &User,
+        new: String,
+    ) {
+        if let Err(problem) = validate_nick(&new) {
+            let code = match problem {
+                NickError::Reserved => ErrorCode::NickReserved,
+                _ => ErrorCode::InvalidNick,
+            };
+            return self.error(id, code, problem.message());
+        }
+        match table.nick_owner(&new) {
+            Some(owner) if owner != id => {
+                let text = format!("{new} is taken (or looks too much like a nick that is)");
+                return self.error(id, ErrorCode::NickTaken, &text);
+            }
+            Some(_) if user.nick == new => {
+                return self.error(id, ErrorCode::NickTaken, "that is already your nick");
+            }
+            _ => {}
+        }
+        table.rename(id, new.clone());
+        let line = Reply::Nick {
+            old: &user.nick,
+            new: &new,
+        }
+        .to_line();
+        self.announce(table, &user.room, id, line.as_bytes());
+        self.notify(|| ChatEvent::NickChanged {
+            old: user.nick.clone(),
+            new,
+            room: user.room.clone(),
+        });
+    }
+
+    pub(super) fn join(&mut self, table: &mut UserTable, id: ClientId, user: &User, room: &str) {
+        let room = match normalize_room(room) {
+            Ok(room) => room,
+            Err(problem) => return self.error(id, ErrorCode::InvalidRoom, problem.message()),
+        };
+        if room == user.room {
+            let text = format!("you are already in {room}");
+            return self.error(id, ErrorCode::AlreadyThere, &text);
+        }
+        table.move_to(id, &room);
+        self.left_room(table, user, "joined another room");
+        self.enter_room(table, id, &user.nick, &room);
+    }
+
+    pub(super) fn whisper(
+        &mut self,
+        table: &UserTable,
+        id: ClientId,
+        user: &User,
+        to: &str,
+        text: &str,
+    ) {
+        let Some(target) = table.nick_owner(to) else {
+            let text = format!("nobody is called {to}");
+            return self.error(id, ErrorCode::NoSuchUser, &text);
+        };
+        if target == id {
+            return self.error(id, ErrorCode::WhisperSelf, "you cannot whisper to yourself");
+        }
+        let Some(recipient) = table.user(target) else {
+            return;
+        };
+        let line = Reply::Dm {
+            from: &user.nick,
+            to: &recipient.nick,
+            text,
+        }
+        .to_line();
+        self.out.send(id, line.as_bytes());
+        self.out.send(target, line.as_bytes());
+        Stats::add(&self.stats.messages, 1);
+    }
+
+    pub(super) fn reply(&mut self, id: ClientId, reply: Reply<'_>) {
+        self.out.send(id, reply.to_line().as_bytes());
+    }
+
+    pub(super) fn error(&mut self, id: ClientId, code: ErrorCode, text: &str) {
+        self.reply(id, Reply::Err { code, text });
+    }
+
+    pub(super) fn end_list(&mut self, id: ClientId, list: &str, count: usize) {
+        let note = if count > LIST_MAX {
+            format!("showing the first {LIST_MAX}")
+        } else {
+            String::new()
+        };
+        self.reply(
+            id,
+            Reply::End {
+                list,
+                count,
+                note: &note,
+            },
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! A client's life as the dispatcher sees it: it arrives (an alias, the lobby, the
+//! history), moves between rooms, and leaves (`BYE`, `LEAVE`, the close grace).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::outputs::Client;
+use super::DispatcherState;
+use crate::clock::format_utc;
+use crate::event::{ChatEvent, ClientId, CloseReason};
+use crate::outbox::Outbox;
+use crate::reply::Reply;
+use crate::stats::Stats;
+use crate::table::{User, UserTable, LOBBY};
+use crate::transport::Transport;
+
+/// The greeting after `HELLO <nick>`.
+const HELLO_TEXT: &str = "welcome to Underworld-Line: you are anonymous; /help lists the commands";
+
+impl DispatcherState {
+    pub(super) fn connect(
+        &mut self,
+        table: &mut UserTable,
+        id: ClientId,
+        transport: Arc<dyn Transport>,
+    ) {
+        let client = Client {
+            outbox: Arc::new(Outbox::new(transport)),
+            dirty: false,
+            closing: false,
+        };
+        self.out.clients.insert(id, client);
+        if self.stopping {
+            self.begin_close(table, id, CloseReason::ServerShutdown);
+            return;
+        }
+        let nick = self.fresh_alias(table, id);
+        log::info!("{id} connected");
+        log::debug!("{id} is {nick}");
+        table.add(id, nick.clone(), LOBBY);
+        self.reply(
+            id,
+            Reply::Hello {
+                nick: &nick,
+                text: HELLO_TEXT,
+            },
+        );
+        self.enter_room(table, id, &nick, LOBBY);
+    }
+
+    /// A random alias nobody has (by look). After 64 tries (a nearly full name space)
+    /// it falls back to `anon<id>`: `anon` + digits is reserved, so nobody else can hold
+    /// it, and ids are unique.
+    pub(super) fn fresh_alias(&mut self, table: &UserTable, id: ClientId) -> String {
+        for attempt in 0..64 {
+            let candidate = self.aliases.candidate(attempt);
+            if table.nick_owner(&candidate).is_none() {
+                return candidate;
+            }
+        }
+        format!("anon{}", id.0)
+    }
+
+    /// Tells the room (and the joiner) about a join, and replays the room's history.
+    pub(super) fn enter_room(&mut self, table: &UserTable, id: ClientId, nick: &str, room: &str) {
+        let join = Reply::Join { room, nick }.to_line();
+        self.announce(table, room, id, join.as_bytes());
+        for entry in table.history(room) {
+            let time = format_utc(entry.time);
+            let line = Reply::Hist {
+                time: &time,
+                line: &entry.line,
+            }
+            .to_line();
+            self.out.send(id, line.as_bytes());
+        }
+        self.notify(|| ChatEvent::Joined {
+            nick: nick.to_string(),
+            room: room.to_string(),
+        });
+    }
+
+    /// Tells a room that someone left it (they are no longer a member).
+    pub(super) fn left_room(&mut self, table: &UserTable, user: &User, reason: &str) {
+        let leave = Reply::Leave {
+            room: &user.room,
+            nick: &user.nick,
+            reason,
+        }
+        .to_line();
+        let members = table.members(&user.room);
+        if members.len() <= self.config.announce_max {
+            self.out.send_all(members, leave.as_bytes());
+        }
+        self.notify(|| ChatEvent::Left {
+            nick: user.nick.clone(),
+            room: user.room.clone(),
+            reason: reason.to_string(),
+        });
+    }
+
+    /// `JOIN`/`NICK` lines: to the whole room while it is small enough, otherwise only
+    /// to the one concerned (see `Config::announce_max`).
+    pub(super) fn announce(
+        &mut self,
+        table: &UserTable,
+        room: &str,
+        concerned: ClientId,
+        line: &[u8],
+    ) {
+        let members = table.members(room);
+        if members.len() <= self.config.announce_max {
+            self.out.send_all(members, line);
+        } else {
+            self.out.send(concerned, line);
+        }
+    }
+
+    /// Says `BYE` and starts closing: the user leaves the table (their nick is free at
+    /// once), the room is told, and the socket gets a FIN after the `BYE`. If the client
+    /// has not closed after `close_grace`, [`Self::expire_closing`] closes it hard.
+    pub(super) fn begin_close(&mut self, table: &mut UserTable, id: ClientId, reason: CloseReason) {
+        match self.out.clients.get(&id) {
+            Some(client) if !client.closing => {}
+            _ => return,
+        }
+        let text = reason.to_string();
+        if let Some(user) = table.remove(id) {
+            if reason == CloseReason::ServerShutdown {
+                // Everyone leaves at once: nobody needs LEAVE lines, but observers
+                // still hear who left.
+                self.notify(|| ChatEvent::Left {
+                    nick: user.nick.clone(),
+                    room: user.room.clone(),
+                    reason: text.clone(),
+                });
+            } else {
+                self.left_room(table, &user, &text);
+            }
+        }
+        log::info!("{id} closing: {}", reason.label());
+        let Some(client) = self.out.clients.get_mut(&id) else {
+            return;
+        };
+        client.closing = true;
+        if reason == CloseReason::TooSlow {
+            // Its buffer is full, so a BYE could not get through: close now.
+            Stats::add(&self.stats.too_slow, 1);
+            client.outbox.close(Some(reason));
+        } else {
+            let bye = Reply::Bye { reason: &text }.to_line();
+            client.outbox.push_final(bye.as_bytes());
+            self.out.mark_dirty(id);
+        }
+        let deadline = Instant::now() + self.config.close_grace;
+        self.closing.push_back((deadline, id));
+    }
+
+    /// The connection's reader ended (the last event for this id).
+    pub(super) fn closed(&mut self, table: &mut UserTable, id: ClientId) {
+        let Some(client) = self.out.clients.remove(&id) else {
+            return;
+        };
+        if !client.closing {
+            let reason = client
+                .outbox
+                .close_reason()
+                .unwrap_or(CloseReason::ConnectionClosed);
+            if reason == CloseReason::TooSlow {
+                Stats::add(&self.stats.too_slow, 1);
+            }
+            if let Some(user) = table.remove(id) {
+                self.left_room(table, &user, &reason.to_string());
+            }
+            log::info!("{id} gone: {}", reason.label());
+        } else {
+            log::debug!("{id} closed");
+        }
+        // Also tells the flusher to forget it.
+        client.outbox.close(None);
+    }
+}

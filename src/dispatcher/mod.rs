@@ -1,0 +1,313 @@
+//! The dispatcher: the one thread that owns the chat.
+//!
+//! Every connection thread publishes [`Event`]s to it over one crossbeam channel; it
+//! decides what each event means (a message, a nick change, a disconnect), updates the
+//! [user table](crate::table), and queues the resulting lines for their recipients
+//! (see `src/outbox.rs` for how they reach the sockets).
+//!
+//! Why one thread: the chat's state (who is where, which nick is taken, the order of
+//! messages in a room) then has a single writer, so there are no races to reason about:
+//! two clients claiming the same nick at once are simply handled one after the other,
+//! and every member of a room sees that room's lines in the same order.
+//!
+//! [`Dispatcher`] is also public on its own: a program can run it with no sockets at
+//! all, feeding it events and reading each client's lines from a
+//! [`ChannelTransport`](crate::transport::ChannelTransport).
+//!
+//! The code is split by question:
+//!
+//! | file | answers |
+//! |---|---|
+//! | `mod.rs` | the thread: take events, batch them, write, expire closing clients |
+//! | `lifecycle.rs` | a client arrives, moves between rooms, leaves |
+//! | `commands.rs` | what each client command does |
+//! | `operator.rs` | what the operator and host programs may do; observers |
+//! | `outputs.rs` | which client gets which bytes, and when they are written |
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::mem;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+
+use crate::alias::AliasGenerator;
+use crate::config::Config;
+use crate::event::{ChatEvent, ClientId, CloseReason, Event};
+use crate::outbox::{run_flusher, Flush};
+use crate::stats::Stats;
+use crate::table::{SharedTable, Snapshot, UserTable};
+
+use outputs::Outputs;
+
+mod commands;
+mod lifecycle;
+mod operator;
+mod outputs;
+
+/// Longest list reply (`/users`, `/who`, `/rooms`). A list of 15,000 users would be a
+/// 400 KB reply, larger than a client's whole output allowance; the `END` line still
+/// gives the true count.
+pub const LIST_MAX: usize = 200;
+
+/// Capacity of the event channel. Bounded so that a flood of events (with rate limits
+/// off) pushes back on the connection threads, which then stop reading their sockets,
+/// and TCP slows the senders down: memory stays bounded instead of the queue growing.
+pub const EVENT_QUEUE: usize = 16 * 1024;
+
+/// Under a backlog, handle events until this many lines are queued, then write. Bigger
+/// batches mean fewer, larger writes (throughput); smaller mean earlier writes
+/// (latency). 64 K lines is about 1.5 ms of appending here.
+const FLUSH_AFTER_DELIVERIES: usize = 64 * 1024;
+
+/// Capacity of each observer's channel; an observer that falls further behind misses
+/// events rather than slowing the chat down.
+pub const OBSERVER_QUEUE: usize = 4096;
+
+/// A dispatcher running on its own threads (the dispatcher and its flusher), driven
+/// through [`Event`]s, with no sockets involved.
+///
+/// ```
+/// use std::sync::Arc;
+/// use underworld_line::{ClientId, Command, Config, Dispatcher, Event};
+/// use underworld_line::transport::ChannelTransport;
+///
+/// let dispatcher = Dispatcher::start(Config::default()).unwrap();
+/// let events = dispatcher.sender();
+/// let (transport, lines) = ChannelTransport::new(100);
+/// let id = ClientId(1);
+/// events.send(Event::Connected { id, transport: Arc::new(transport) }).unwrap();
+/// events.send(Event::Command { id, command: Command::Ping("hi".into()) }).unwrap();
+///
+/// assert!(lines.recv().unwrap().starts_with("HELLO "));
+/// assert!(lines.recv().unwrap().starts_with("JOIN lobby "));
+/// assert_eq!(lines.recv().unwrap(), "PONG hi");
+///
+/// dispatcher.shutdown();
+/// assert_eq!(lines.recv().unwrap(), "BYE server shutting down");
+/// events.send(Event::Closed { id }).unwrap();
+/// dispatcher.join();
+/// ```
+pub struct Dispatcher {
+    events: Sender<Event>,
+    table: SharedTable,
+    stats: Arc<Stats>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("users", &self.table.lock().user_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dispatcher {
+    /// Starts a dispatcher and its flusher thread.
+    pub fn start(config: Config) -> io::Result<Dispatcher> {
+        Dispatcher::spawn(Arc::new(config), false)
+    }
+
+    /// `expects_acceptor`: when serving sockets, the dispatcher must not finish a
+    /// shutdown before the acceptor has said it will send no more connections.
+    pub(crate) fn spawn(config: Arc<Config>, expects_acceptor: bool) -> io::Result<Dispatcher> {
+        let (events, inbox) = crossbeam_channel::bounded(EVENT_QUEUE);
+        let (flusher_jobs, flusher_inbox) = crossbeam_channel::unbounded();
+        let table = SharedTable::default();
+        let stats = Arc::new(Stats::default());
+        let send_timeout = config.send_timeout;
+        let flusher = thread::Builder::new()
+            .name("flusher".into())
+            .spawn(move || run_flusher(flusher_inbox, send_timeout))?;
+        let state = DispatcherState {
+            out: Outputs {
+                clients: HashMap::new(),
+                dirty: Vec::new(),
+                overflowed: Vec::new(),
+                max_pending: config.max_pending,
+                queued: 0,
+                flusher: flusher_jobs,
+            },
+            config,
+            table: Arc::clone(&table),
+            stats: Arc::clone(&stats),
+            aliases: AliasGenerator::new(),
+            closing: VecDeque::new(),
+            observers: Vec::new(),
+            stopping: false,
+            acceptor_running: expects_acceptor,
+        };
+        let dispatcher = thread::Builder::new()
+            .name("dispatcher".into())
+            .spawn(move || state.run(inbox))?;
+        Ok(Dispatcher {
+            events,
+            table,
+            stats,
+            threads: Mutex::new(vec![dispatcher, flusher]),
+        })
+    }
+
+    /// Where to send events. Clone it for each thread that publishes.
+    pub fn sender(&self) -> Sender<Event> {
+        self.events.clone()
+    }
+
+    /// A copy of who is online and in which room.
+    pub fn snapshot(&self) -> Snapshot {
+        self.table.lock().snapshot()
+    }
+
+    /// The user table itself, for short read-only looks.
+    pub fn table(&self) -> &SharedTable {
+        &self.table
+    }
+
+    /// The running totals.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Asks every client to leave (`BYE server shutting down`). The dispatcher stops
+    /// once every client it knows has sent [`Event::Closed`] or, at the latest, when
+    /// the close grace (`Config::close_grace`) has passed.
+    pub fn shutdown(&self) {
+        let _ = self.events.send(Event::Shutdown);
+    }
+
+    /// Waits for the dispatcher and flusher threads to end. Safe to call from several
+    /// threads; later calls return at once.
+    pub fn join(&self) {
+        // Holding the lock while joining makes a second caller wait until the threads
+        // are really gone, instead of returning early.
+        let mut threads = self.threads.lock();
+        for thread in threads.drain(..) {
+            if thread.join().is_err() {
+                log::error!("a dispatcher thread panicked");
+            }
+        }
+    }
+}
+
+/// Everything the dispatcher thread owns.
+struct DispatcherState {
+    config: Arc<Config>,
+    table: SharedTable,
+    stats: Arc<Stats>,
+    out: Outputs,
+    aliases: AliasGenerator,
+    /// Clients told `BYE`, with the time after which they are closed hard. Always in
+    /// deadline order, since every deadline is "now + close_grace".
+    closing: VecDeque<(Instant, ClientId)>,
+    observers: Vec<Sender<ChatEvent>>,
+    stopping: bool,
+    acceptor_running: bool,
+}
+
+impl DispatcherState {
+    fn run(mut self, inbox: Receiver<Event>) {
+        loop {
+            let received = match self.closing.front() {
+                Some(&(deadline, _)) => inbox.recv_deadline(deadline),
+                None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match received {
+                Ok(event) => {
+                    self.handle(event);
+                    // Coalescing: take whatever else is already queued before writing,
+                    // so that under load one write carries many lines.
+                    while self.out.queued < FLUSH_AFTER_DELIVERIES {
+                        match inbox.try_recv() {
+                            Ok(event) => self.handle(event),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.write_dirty();
+            self.expire_closing();
+            if self.stopping && !self.acceptor_running && self.out.clients.is_empty() {
+                break;
+            }
+        }
+        for client in self.out.clients.values() {
+            client.outbox.close(None);
+        }
+        log::debug!("dispatcher stopped");
+    }
+
+    fn handle(&mut self, event: Event) {
+        let shared = Arc::clone(&self.table);
+        let mut table = shared.lock();
+        match event {
+            Event::Connected { id, transport } => self.connect(&mut table, id, transport),
+            Event::Command { id, command } => self.command(&mut table, id, command),
+            Event::Rejected { id, code, text } => self.error(id, code, &text),
+            Event::Fatal { id, reason } => self.begin_close(&mut table, id, reason),
+            Event::Closed { id } => self.closed(&mut table, id),
+            Event::Operator(request) => self.operator(&mut table, request),
+            Event::AcceptorStopped => self.acceptor_running = false,
+            Event::Shutdown => self.shutdown(&mut table),
+        }
+        // A broadcast may have overflowed some outboxes; closing them sends LEAVE
+        // lines, which may overflow others, hence the loop.
+        while let Some(id) = self.out.overflowed.pop() {
+            self.begin_close(&mut table, id, CloseReason::TooSlow);
+        }
+    }
+
+    fn expire_closing(&mut self) {
+        let now = Instant::now();
+        while let Some(&(deadline, id)) = self.closing.front() {
+            if deadline > now {
+                break;
+            }
+            self.closing.pop_front();
+            // Closing the transport wakes a TCP reader, which then sends `Closed` (and
+            // is ignored). The client is forgotten now rather than then, so a program
+            // driving the dispatcher over channels need not send `Closed` at all.
+            if let Some(client) = self.out.clients.remove(&id) {
+                client.outbox.close(None);
+            }
+        }
+    }
+
+    fn shutdown(&mut self, table: &mut UserTable) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        log::info!(
+            "shutting down: saying BYE to {} clients",
+            self.out.clients.len()
+        );
+        let ids: Vec<ClientId> = self.out.clients.keys().copied().collect();
+        for id in ids {
+            self.begin_close(table, id, CloseReason::ServerShutdown);
+        }
+    }
+
+    /// Writes every outbox that got lines since the last write: one write each.
+    fn write_dirty(&mut self) {
+        for id in mem::take(&mut self.out.dirty) {
+            let Some(client) = self.out.clients.get_mut(&id) else {
+                continue;
+            };
+            client.dirty = false;
+            if client.outbox.flush() == Flush::BackedUp {
+                log::debug!("{id} backed up: its socket buffer is full");
+                let _ = self.out.flusher.send(Arc::clone(&client.outbox));
+            }
+        }
+        Stats::add(
+            &self.stats.deliveries,
+            mem::take(&mut self.out.queued) as u64,
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! The dispatcher's output side: each client's outbox, and which ones have lines
+//! waiting to be written at the end of the current batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use crate::event::ClientId;
+use crate::outbox::{Flush, Outbox, Push};
+
+/// A client as the dispatcher's output side knows it.
+pub(super) struct Client {
+    pub(super) outbox: Arc<Outbox>,
+    /// Already in `Outputs::dirty`.
+    pub(super) dirty: bool,
+    /// Told `BYE` (or dropped as too slow); waiting for its reader to end.
+    pub(super) closing: bool,
+}
+
+/// The output side: each client's outbox, and which ones have something to write.
+pub(super) struct Outputs {
+    pub(super) clients: HashMap<ClientId, Client>,
+    /// Clients with queued bytes, in the order they got them, written after the batch.
+    pub(super) dirty: Vec<ClientId>,
+    /// Clients whose outbox overflowed while handling the current event.
+    pub(super) overflowed: Vec<ClientId>,
+    pub(super) max_pending: usize,
+    /// Lines queued since the last write.
+    pub(super) queued: usize,
+    /// Where outboxes go when their socket is full.
+    pub(super) flusher: Sender<Arc<Outbox>>,
+}
+
+impl Outputs {
+    /// Queues one line for one client (nothing happens if it is gone or closing).
+    pub(super) fn send(&mut self, id: ClientId, line: &[u8]) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if client.closing {
+            return;
+        }
+        let mut pushed = client.outbox.push(line, self.max_pending);
+        if pushed == Push::Overflow {
+            // This batch alone may have queued a lot for this client: that is not the
+            // client's fault until the socket has refused it. Write now, then retry; only
+            // what the socket would not take counts against `max_pending`.
+            if client.outbox.flush() == Flush::BackedUp {
+                log::debug!("{id} backed up: its socket buffer is full");
+                let _ = self.flusher.send(Arc::clone(&client.outbox));
+            }
+            pushed = client.outbox.push(line, self.max_pending);
+        }
+        match pushed {
+            Push::Queued => {
+                self.queued += 1;
+                if !client.dirty {
+                    client.dirty = true;
+                    self.dirty.push(id);
+                }
+            }
+            Push::Overflow => self.overflowed.push(id),
+        }
+    }
+
+    pub(super) fn send_all(&mut self, ids: &[ClientId], line: &[u8]) {
+        for id in ids {
+            self.send(*id, line);
+        }
+    }
+
+    pub(super) fn mark_dirty(&mut self, id: ClientId) {
+        if let Some(client) = self.clients.get_mut(&id) {
+            if !client.dirty {
+                client.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+}
