@@ -54,8 +54,16 @@ impl Acceptor {
 
         for stream in self.listener.incoming() {
             if self.stopping.load(Ordering::SeqCst) {
+                // The connection that woke us may be a real client: tell it why.
+                if let Ok(stream) = stream {
+                    self.refuse(&stream, "server shutting down");
+                }
                 break;
             }
+            // Reaping happens here, on each accept, because this thread blocks in
+            // `accept` and has no other moment. Threads that end in between keep their
+            // stack mappings (and their per-IP count) until the next connection arrives,
+            // which is exactly when the cap below needs them back.
             reap(&finished_rx, &mut running, &mut per_ip);
             let stream = match stream {
                 Ok(stream) => stream,
@@ -81,9 +89,18 @@ impl Acceptor {
             }
             let id = ClientId(next_id);
             next_id += 1;
+            if let Err(e) = configure(&stream) {
+                log::warn!("could not configure {id}'s socket: {e}");
+                continue;
+            }
             let stream = Arc::new(stream);
-            match self.spawn(id, Arc::clone(&stream), finished_tx.clone()) {
+            let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+            match self.spawn(id, Arc::clone(&stream), finished_tx.clone(), ready_tx) {
                 Ok(thread) => {
+                    // Wait until the thread has queued its `Connected` (see
+                    // `run_connection`). It also paces accepting to what the dispatcher
+                    // can take in: a full event queue slows new arrivals, not old ones.
+                    let _ = ready_rx.recv();
                     Stats::add(&self.stats.accepted, 1);
                     *per_ip.entry(peer.ip()).or_default() += 1;
                     running.insert(
@@ -120,21 +137,19 @@ impl Acceptor {
         id: ClientId,
         stream: Arc<TcpStream>,
         finished: Sender<ClientId>,
+        ready: Sender<()>,
     ) -> io::Result<JoinHandle<()>> {
-        // Chat lines are small and interactive: send them at once rather than waiting
-        // to fill a packet (Nagle). Our own batching already coalesces under load.
-        stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         let events = self.events.clone();
         let config = Arc::clone(&self.config);
-        let result = thread::Builder::new()
+        thread::Builder::new()
             .name(format!("conn-{}", id.0))
             .stack_size(self.config.thread_stack)
             .spawn(move || {
-                run_connection(id, stream, events, config);
-                let _ = finished.send(id);
-            });
-        result
+                // Dropped last, even if the thread panics: the acceptor then joins it
+                // and frees its slot.
+                let _finished = Finished { id, to: finished };
+                run_connection(id, stream, events, config, ready);
+            })
     }
 
     /// Tells a client why it cannot come in, and closes. The socket is brand new, so
@@ -146,6 +161,26 @@ impl Acceptor {
         let mut stream = stream;
         let _ = stream.write_all(Reply::Bye { reason }.to_line().as_bytes());
         let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// Socket options every client connection gets.
+fn configure(stream: &TcpStream) -> io::Result<()> {
+    // Chat lines are small and interactive: send them at once rather than waiting to
+    // fill a packet (Nagle). Our own batching already coalesces under load.
+    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))
+}
+
+/// Tells the acceptor, when dropped, that a connection thread is done.
+struct Finished {
+    id: ClientId,
+    to: Sender<ClientId>,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let _ = self.to.send(self.id);
     }
 }
 

@@ -65,7 +65,8 @@ impl ParseError {
     }
 }
 
-/// One line of help per command, shared by `/help` and the README.
+/// One line of help per command: the text of `/help` (the README's command table says
+/// the same in more words).
 pub const HELP_LINES: &[&str] = &[
     "text            send text to your room (//text sends /text)",
     "/nick NAME      change your alias",
@@ -110,7 +111,7 @@ pub fn parse_line(line: &str) -> Result<Option<Command>, ParseError> {
         "rooms" => no_args(args, "/rooms", Command::Rooms)?,
         "who" => no_args(args, "/who", Command::Who)?,
         "users" => no_args(args, "/users", Command::Users)?,
-        "help" => Command::Help,
+        "help" => no_args(args, "/help", Command::Help)?,
         "me" => Command::Me(text(args)?),
         "ping" => Command::Ping(sanitize_text(args).trim().to_string()),
         "quit" => {
@@ -218,6 +219,7 @@ mod tests {
         assert_eq!(err("/nick two words"), ErrorCode::Usage);
         assert_eq!(err("/join"), ErrorCode::Usage);
         assert_eq!(err("/who extra"), ErrorCode::Usage);
+        assert_eq!(err("/help me"), ErrorCode::Usage);
         assert_eq!(err("/w bob"), ErrorCode::Usage);
         assert_eq!(err("/w bob   "), ErrorCode::Usage);
         assert_eq!(err("/me"), ErrorCode::EmptyMessage);

@@ -31,23 +31,48 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs one connection until its socket is closed; publishes `Connected` first and
 /// `Closed` last.
+///
+/// `ready` is signalled as soon as `Connected` is queued: the acceptor waits for it, so
+/// every `Connected` is in the dispatcher's queue before the acceptor's final
+/// `AcceptorStopped`, and a shutdown can never miss a client that was just accepted.
 pub(crate) fn run_connection(
     id: ClientId,
     stream: Arc<TcpStream>,
     events: Sender<Event>,
     config: Arc<Config>,
+    ready: Sender<()>,
 ) {
+    // Sends `Closed` when this function ends, however it ends, even by a panic: the
+    // dispatcher must always hear that the reader is gone, or the user would linger.
+    let _closed = SendOnDrop {
+        events: events.clone(),
+        id,
+    };
     let connected = Event::Connected {
         id,
         transport: stream.clone(),
     };
-    if events.send(connected).is_ok() {
+    let accepted = events.send(connected).is_ok();
+    let _ = ready.send(());
+    if accepted {
         let mut reader = Reader::new(id, &config, events.clone());
         reader.read_until_closed(&stream);
-        let _ = events.send(Event::Closed { id });
     }
     // Dropping our `Arc` here; the socket (its one file descriptor) is closed when the
     // dispatcher drops its own, after `Closed`.
+}
+
+/// Publishes `Closed` for its connection when dropped.
+struct SendOnDrop {
+    events: Sender<Event>,
+    id: ClientId,
+}
+
+impl Drop for SendOnDrop {
+    fn drop(&mut self) {
+        // An error means the dispatcher is gone already: nobody left to tell.
+        let _ = self.events.send(Event::Closed { id: self.id });
+    }
 }
 
 /// The state of one connection's reading side.
@@ -126,51 +151,73 @@ impl Reader {
         if self.draining {
             return true;
         }
-        let event = match frame {
+        let bytes = match frame {
             Frame::Line(bytes) => {
                 self.idle_deadline = Instant::now() + self.idle_timeout;
-                match self.line_event(bytes) {
-                    Some(event) => event,
-                    None => return true,
-                }
+                bytes
             }
-            Frame::TooLong => self.rejected(ErrorCode::LineTooLong, "line too long; dropped"),
+            Frame::TooLong => {
+                if !self.within_rate(None) {
+                    return self.draining
+                        || self.send_rejected(ErrorCode::RateLimited, RATE_LIMITED);
+                }
+                return self.send_rejected(ErrorCode::LineTooLong, "line too long; dropped");
+            }
             Frame::Unterminated => {
                 self.fatal(CloseReason::LineTooLong);
                 return true;
             }
         };
-        self.events.send(event).is_ok()
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return true; // an empty line: nothing to do, and not counted
+        }
+        // Every line counts against the flood limit, valid or not: a flood of garbage
+        // costs the dispatcher as much as a flood of chat. Only `/quit` is exempt.
+        if !self.within_rate(Some(&bytes)) {
+            return self.draining || self.send_rejected(ErrorCode::RateLimited, RATE_LIMITED);
+        }
+        let Ok(line) = String::from_utf8(bytes) else {
+            return self.send_rejected(ErrorCode::InvalidUtf8, "line is not valid UTF-8; dropped");
+        };
+        match parse_line(&line) {
+            Ok(Some(command)) => {
+                if matches!(command, Command::Quit(_)) {
+                    // Nothing after /quit matters; read on only to let the BYE arrive.
+                    self.draining = true;
+                }
+                self.events
+                    .send(Event::Command {
+                        id: self.id,
+                        command,
+                    })
+                    .is_ok()
+            }
+            Ok(None) => true,
+            Err(error) => self.send_rejected(error.code, &error.text),
+        }
     }
 
-    /// What one complete line means, if anything.
-    fn line_event(&mut self, bytes: Vec<u8>) -> Option<Event> {
-        let Ok(line) = String::from_utf8(bytes) else {
-            return Some(self.rejected(ErrorCode::InvalidUtf8, "line is not valid UTF-8; dropped"));
+    /// Checks the flood limit for one line (`None`: a line too long to keep). `false`
+    /// means "drop it"; when the flooding has lasted too long this also starts closing.
+    fn within_rate(&mut self, line: Option<&[u8]>) -> bool {
+        if line.is_some_and(is_quit) {
+            return true;
+        }
+        let Some(flood) = self.flood.as_mut() else {
+            return true;
         };
-        let command = match parse_line(&line) {
-            Ok(Some(command)) => command,
-            Ok(None) => return None, // an empty line: nothing to do, and not counted
-            Err(error) => return Some(self.rejected(error.code, &error.text)),
-        };
-        // `/quit` is never rate limited: leaving must always work.
-        if !matches!(command, Command::Quit(_)) {
-            match self.flood.as_mut().map(|f| f.check(Instant::now())) {
-                Some(Verdict::Limited) => {
-                    let text = "slow down: too many lines; dropped";
-                    return Some(self.rejected(ErrorCode::RateLimited, text));
-                }
-                Some(Verdict::Disconnect) => {
-                    self.fatal(CloseReason::Flooding);
-                    return None;
-                }
-                Some(Verdict::Allowed) | None => {}
+        match flood.check(Instant::now()) {
+            Verdict::Allowed => true,
+            Verdict::Limited => false,
+            Verdict::Disconnect => {
+                self.fatal(CloseReason::Flooding);
+                false
             }
         }
-        Some(Event::Command {
-            id: self.id,
-            command,
-        })
+    }
+
+    fn send_rejected(&self, code: ErrorCode, text: &str) -> bool {
+        self.events.send(self.rejected(code, text)).is_ok()
     }
 
     fn rejected(&self, code: ErrorCode, text: &str) -> Event {
@@ -191,6 +238,19 @@ impl Reader {
             });
         }
     }
+}
+
+/// The `ERR rate-limited` text.
+const RATE_LIMITED: &str = "slow down: too many lines; dropped";
+
+/// Whether a raw line is `/quit` (any case, with or without a reason), which the flood
+/// limit never blocks: leaving must always work.
+fn is_quit(line: &[u8]) -> bool {
+    let word = line
+        .split(|b| b.is_ascii_whitespace())
+        .next()
+        .unwrap_or(&[]);
+    word.eq_ignore_ascii_case(b"/quit")
 }
 
 fn is_timeout(error: &io::Error) -> bool {

@@ -68,6 +68,11 @@ pub mod table;
 pub mod text;
 pub mod transport;
 
+/// The README's Rust examples, compiled and run as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use command::Command;
 pub use config::Config;
 pub use dispatcher::Dispatcher;

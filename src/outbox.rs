@@ -41,10 +41,11 @@ const KEEP_CAPACITY: usize = 1024;
 pub(crate) struct Outbox {
     transport: Arc<dyn Transport>,
     /// A `parking_lot::Mutex` because two threads touch it: the dispatcher (appends,
-    /// writes while not backed up) and the flusher (writes while backed up). Neither
-    /// holds it across a write that the other could be waiting on: the dispatcher only
-    /// writes while the flusher leaves this outbox alone, and the flusher writes with
-    /// the buffer taken out of the lock.
+    /// writes while not backed up) and the flusher (writes while backed up). The
+    /// dispatcher does hold it across its write, and that is safe only because of
+    /// `backed_up`: while it is false the flusher never touches this outbox, so nobody
+    /// waits for the lock. The flusher, whose writes may each wait a kernel tick, takes
+    /// the buffer out of the lock first, so the dispatcher can keep appending.
     state: Mutex<OutboxState>,
 }
 
@@ -273,10 +274,10 @@ impl OutboxState {
         Flush::BackedUp
     }
 
-    fn close_quietly(&mut self) -> Backlog {
+    /// Marks it closed and frees the buffer; closing the socket is the caller's job.
+    fn close_quietly(&mut self) {
         self.closed = true;
         self.pending = Vec::new();
-        Backlog::Closed
     }
 
     fn release_buffer(&mut self) {
@@ -340,7 +341,12 @@ pub(crate) fn run_flusher(jobs: Receiver<Arc<Outbox>>, send_timeout: Duration) {
             if next > Instant::now() {
                 match jobs.recv_deadline(next) {
                     Ok(outbox) => backlog.push(Retry::new(outbox)),
-                    Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+                    Err(RecvTimeoutError::Timeout) => {}
+                    // The dispatcher is gone (it closes every outbox before it stops):
+                    // no new work can wake us, so sleep instead of spinning.
+                    Err(RecvTimeoutError::Disconnected) => {
+                        std::thread::sleep(next.saturating_duration_since(Instant::now()))
+                    }
                 }
             }
         }

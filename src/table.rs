@@ -23,8 +23,10 @@ pub const LOBBY: &str = "lobby";
 /// view (a user and their room together), and a mutex is the simplest correct way.
 /// Why `parking_lot`: it is small and fast uncontended (which this lock nearly always
 /// is), and it has no poisoning, so a panic while a reader holds it cannot make the table
-/// unusable for the dispatcher and everyone else. The dispatcher holds it only while it
-/// updates memory, never during a socket write.
+/// unusable for the dispatcher and everyone else. The dispatcher holds it for one event
+/// at a time while it updates memory; the only socket write that can happen under it is
+/// the rare early write of a client whose batch outgrew `--max-pending`, which waits at
+/// most one kernel tick.
 pub type SharedTable = Arc<Mutex<UserTable>>;
 
 /// One user online.

@@ -37,7 +37,10 @@ const RESERVED_NICKS: [&str; 15] = [
 ];
 
 /// True for a character that must never be relayed: C0 controls except TAB, DEL,
-/// C1 controls, bidi controls and the Unicode line/paragraph separators.
+/// C1 controls, bidi controls, the Unicode line/paragraph separators, and invisible
+/// characters that serve only to make two texts look alike (zero-width space, word
+/// joiner and invisible operators, BOM, tag characters). ZWJ and ZWNJ (U+200C, U+200D)
+/// stay: emoji sequences and several scripts need them.
 pub fn is_forbidden_char(c: char) -> bool {
     matches!(
         c,
@@ -45,10 +48,14 @@ pub fn is_forbidden_char(c: char) -> bool {
             | '\u{A}'..='\u{1F}'      // C0 after TAB (LF, CR, ESC, ...)
             | '\u{7F}'..='\u{9F}'     // DEL and the C1 controls
             | '\u{61C}'               // Arabic letter mark
+            | '\u{200B}'              // zero-width space
             | '\u{200E}'..='\u{200F}' // left-to-right and right-to-left marks
             | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
+            | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
             | '\u{2066}'..='\u{2069}' // bidi isolates
             | '\u{2028}'..='\u{2029}' // line and paragraph separators
+            | '\u{FEFF}'              // zero-width no-break space (BOM)
+            | '\u{E0000}'..='\u{E007F}' // tag characters
     )
 }
 

@@ -88,6 +88,7 @@ fn control_characters_never_reach_others() {
         "fake\rMSG lobby admin give me your password",
         "del\x7f bs\x08 nul\0 tab\tkept",
         "line\u{2028}separator",
+        "zero\u{200b}width\u{feff} and \u{e0041}tags",
     ];
     for text in nasty {
         a.send(text);
@@ -198,6 +199,35 @@ fn floods_are_limited_then_disconnected() {
     assert_eq!(reason, "flooding");
     // The paster, who only pasted once, is still welcome.
     paster.sync();
+}
+
+/// Garbage counts against the flood limit too: unknown commands, invalid UTF-8 and
+/// over-long lines are rate limited like chat, and `/quit` still works after.
+#[test]
+fn garbage_lines_are_rate_limited_too() {
+    let server = start_server(Config {
+        rate_limit: Some(RateLimit::default()),
+        max_line: 16,
+        ..test_config()
+    });
+    let mut a = Client::connect(server.local_addr());
+    for _ in 0..5 {
+        a.send_raw(b"/nonsense\n\xff\xfe\n");
+        a.send_raw(&[b'x'; 40]);
+        a.send_raw(b"\n");
+    }
+    let mut limited = 0;
+    for _ in 0..15 {
+        if a.line().starts_with("ERR rate-limited ") {
+            limited += 1;
+        }
+    }
+    assert!(
+        limited >= 4,
+        "only {limited} of 15 garbage lines were rate limited"
+    );
+    a.send("/quit");
+    assert_eq!(a.expect_bye(), "quit");
 }
 
 /// A client that never reads while others chat is disconnected once its pending output

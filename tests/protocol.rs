@@ -316,6 +316,18 @@ fn quit_says_bye_and_leave_once() {
     a.next_is("NICK alice bob");
 }
 
+/// A scripted client that sends its last lines and half-closes at once (like
+/// `printf '/ping 1\n/quit\n' | nc -N`) still gets every answer, `BYE` included.
+#[test]
+fn a_half_closed_client_still_gets_its_answers() {
+    let server = start_server(test_config());
+    let mut a = Client::connect(server.local_addr());
+    a.send_raw(b"/ping 1\n/quit done\n");
+    a.shutdown_write();
+    a.next_is("PONG 1");
+    assert_eq!(a.expect_bye(), "quit: done");
+}
+
 /// A client that just closes its socket (FIN), and one whose close resets the
 /// connection (RST, because it left data unread): each LEAVE goes out exactly once.
 #[test]

@@ -176,7 +176,11 @@ impl DispatcherState {
         } else {
             log::debug!("{id} closed");
         }
-        // Also tells the flusher to forget it.
+        // The reader saw the end of the input, but the peer may still be reading (a
+        // half-close, like `nc -N`): write what this batch queued for it (its `BYE`,
+        // say) before closing. At most one short wait, thanks to the write timeout.
+        client.outbox.flush();
+        // Closing also tells the flusher to forget it.
         client.outbox.close(None);
     }
 }
