@@ -94,15 +94,20 @@ impl Running {
     }
 
     /// Waits for the process to exit; returns its status code.
-    fn wait(&mut self) -> i32 {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().expect("exited by itself, not by a signal");
-            }
-            assert!(start.elapsed() < PATIENCE, "the server did not exit");
-            thread::sleep(std::time::Duration::from_millis(10));
-        }
+    fn wait(self) -> i32 {
+        // `Child::wait` blocks with no timeout, so it runs on a thread of its own and the
+        // test waits for its answer, at most PATIENCE.
+        let (done_tx, done_rx) = mpsc::channel();
+        let mut child = self.child;
+        thread::spawn(move || {
+            let status = child.wait();
+            let _ = done_tx.send(status);
+        });
+        let status = done_rx
+            .recv_timeout(PATIENCE)
+            .expect("the server did not exit")
+            .unwrap();
+        status.code().expect("exited by itself, not by a signal")
     }
 }
 
@@ -160,7 +165,7 @@ fn console_shutdown_and_eof() {
     assert_eq!(a.expect_bye(), "server shutting down");
     assert_eq!(server.wait(), 0);
 
-    let mut quiet = spawn_with_stdin(&[], Stdio::null());
+    let quiet = spawn_with_stdin(&[], Stdio::null());
     let mut c = Client::connect(quiet.addr);
     c.send("still serving");
     c.expect(&format!("MSG lobby {} still serving", c.nick));
@@ -173,7 +178,7 @@ fn console_shutdown_and_eof() {
 #[test]
 fn ctrl_c_under_load() {
     const CLIENTS: usize = 200;
-    let mut server = spawn(&["--rate-limit", "off", "--max-per-ip", "0"]);
+    let server = spawn(&["--rate-limit", "off", "--max-per-ip", "0"]);
     let mut clients: Vec<Client> = (0..CLIENTS).map(|_| Client::connect(server.addr)).collect();
     for c in &mut clients {
         c.sync();
