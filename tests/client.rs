@@ -6,12 +6,12 @@
 //! needs, hostile ones included. Nothing waits by sleeping: every wait is for an expected
 //! line (or for the end of the client's output), bounded by [`TIMEOUT`].
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -226,7 +226,7 @@ struct Client {
 
 impl Client {
     fn start(addr: SocketAddr) -> Client {
-        let mut child = Command::new(client_binary())
+        let mut child = Command::new(common::example_binary("client"))
             .arg(addr.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -403,45 +403,4 @@ fn assert_no_controls(shown: &str) {
         !shown.chars().any(bad),
         "control character printed: {shown:?}"
     );
-}
-
-/// The path of the example client's binary, built (once per test run) if need be.
-///
-/// Cargo sets `CARGO_BIN_EXE_<name>` for binaries only, not examples. It does build the
-/// examples for a plain `cargo test`, into `<target>/<profile>/examples/`, next to the
-/// `deps/` directory that holds this test binary; but not for `cargo test --test client`,
-/// and a binary left from an earlier run may be stale. So the test asks cargo to build
-/// it: a no-op taking a fraction of a second when it is already up to date.
-fn client_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let test_exe = std::env::current_exe().expect("path of the test binary");
-            let profile_dir = test_exe
-                .parent() // deps/
-                .and_then(|deps| deps.parent()) // <target>/<profile>/
-                .expect("the test binary lives in <target>/<profile>/deps/");
-            let target_dir = profile_dir.parent().expect("<target>/");
-            let profile = profile_dir
-                .file_name()
-                .and_then(|name| name.to_str())
-                .expect("profile directory name");
-            let mut build = Command::new(env!("CARGO"));
-            build
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .args(["build", "--quiet", "--example", "client", "--target-dir"])
-                .arg(target_dir);
-            // The "dev" and "test" profiles build into debug/; the others into their name.
-            if profile != "debug" {
-                build.args(["--profile", profile]);
-            }
-            let status = build.status().expect("run cargo build --example client");
-            assert!(status.success(), "cargo build --example client failed");
-            let binary = profile_dir
-                .join("examples")
-                .join(format!("client{}", std::env::consts::EXE_SUFFIX));
-            assert!(binary.exists(), "no client binary at {}", binary.display());
-            binary
-        })
-        .clone()
 }

@@ -9,9 +9,8 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::process::{Child, Command as Process, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread;
 use std::time::SystemTime;
 
@@ -456,52 +455,6 @@ fn dispatcher_runs_without_sockets() {
 
 // ----- the example programs -----
 
-/// The path of an example's binary, built if need be (once per test run per example).
-///
-/// Cargo sets `CARGO_BIN_EXE_<name>` for binaries only, not examples, and builds
-/// examples for a plain `cargo test` but not for `cargo test --test embedding`; a
-/// binary left from an earlier run may also be stale. So the test asks cargo to build
-/// it: a no-op taking a fraction of a second when it is up to date.
-fn example_binary(name: &'static str) -> PathBuf {
-    static EMBED: OnceLock<PathBuf> = OnceLock::new();
-    static HEADLESS: OnceLock<PathBuf> = OnceLock::new();
-    let cell = match name {
-        "embed" => &EMBED,
-        "headless" => &HEADLESS,
-        other => panic!("no such example: {other}"),
-    };
-    cell.get_or_init(|| {
-        // The test binary is <target>/<profile>/deps/embedding-HASH.
-        let test_exe = std::env::current_exe().expect("path of the test binary");
-        let profile_dir = test_exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("the test binary lives in <target>/<profile>/deps/");
-        let target_dir = profile_dir.parent().expect("<target>/");
-        let profile = profile_dir
-            .file_name()
-            .and_then(|name| name.to_str())
-            .expect("profile directory name");
-        let mut build = Process::new(env!("CARGO"));
-        build
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--quiet", "--example", name, "--target-dir"])
-            .arg(target_dir);
-        // The "dev" and "test" profiles build into debug/; the others into their name.
-        if profile != "debug" {
-            build.args(["--profile", profile]);
-        }
-        let status = build.status().expect("run cargo build --example");
-        assert!(status.success(), "cargo build --example {name} failed");
-        let binary = profile_dir
-            .join("examples")
-            .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-        assert!(binary.exists(), "no {name} binary at {}", binary.display());
-        binary
-    })
-    .clone()
-}
-
 /// A child process that is killed when dropped, so that a failing test leaves no
 /// server behind; its stdout arrives line by line on a channel, read by a thread, so
 /// that every wait for output can have a timeout.
@@ -569,7 +522,7 @@ impl Drop for ChildProcess {
 /// line it prints once it is ready tells the real address.
 fn start_embed(args: &[&str]) -> (ChildProcess, SocketAddr) {
     let process = ChildProcess::spawn(
-        Process::new(example_binary("embed"))
+        Process::new(common::example_binary("embed"))
             .args(["--addr", "127.0.0.1:0"])
             .args(args),
     );
@@ -671,7 +624,7 @@ fn embed_example_stops_cleanly_on_ctrl_c() {
 /// the script's steps (a message to both, a refused nick, a room change, the BYEs).
 #[test]
 fn headless_example_prints_a_transcript() {
-    let mut process = ChildProcess::spawn(&mut Process::new(example_binary("headless")));
+    let mut process = ChildProcess::spawn(&mut Process::new(common::example_binary("headless")));
     let mut transcript = String::new();
     while let Some(line) = process.stdout_line() {
         transcript.push_str(&line);

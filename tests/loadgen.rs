@@ -6,9 +6,7 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,56 +17,6 @@ use underworld_line::Server;
 /// below take a few seconds at most.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The loadgen binary: `cargo test` builds examples next to the test binaries, in
-/// `<target>/<profile>/examples/` (the test runs as `<target>/<profile>/deps/loadgen-HASH`).
-/// `cargo test --test loadgen` does not build examples, so when the binary is missing, or
-/// older than its source, the test builds it with cargo.
-fn loadgen_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let test_exe = std::env::current_exe().expect("path of the test binary");
-            let profile_dir = test_exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("the test binary lives in <target>/<profile>/deps/");
-            let binary = profile_dir
-                .join("examples")
-                .join(format!("loadgen{}", std::env::consts::EXE_SUFFIX));
-            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/loadgen.rs");
-            if !is_fresh(&binary, &source) {
-                let target_dir = profile_dir.parent().expect("<target>/");
-                let profile = profile_dir
-                    .file_name()
-                    .and_then(|name| name.to_str())
-                    .expect("profile directory name");
-                let mut build = Command::new(env!("CARGO"));
-                build
-                    .current_dir(env!("CARGO_MANIFEST_DIR"))
-                    .args(["build", "--quiet", "--example", "loadgen", "--target-dir"])
-                    .arg(target_dir);
-                // The dev and test profiles build into debug/; the others into their name.
-                if profile != "debug" {
-                    build.args(["--profile", profile]);
-                }
-                let status = build.status().expect("run cargo build --example loadgen");
-                assert!(status.success(), "cargo build --example loadgen failed");
-            }
-            assert!(binary.exists(), "no loadgen at {}", binary.display());
-            binary
-        })
-        .clone()
-}
-
-/// True if `binary` exists and is at least as new as `source`.
-fn is_fresh(binary: &Path, source: &Path) -> bool {
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    match (modified(binary), modified(source)) {
-        (Some(built), Some(written)) => built >= written,
-        _ => false,
-    }
-}
-
 struct Run {
     status: ExitStatus,
     stdout: String,
@@ -77,7 +25,7 @@ struct Run {
 
 /// Runs the loadgen with `args`, killing it (and failing) after `RUN_TIMEOUT`.
 fn loadgen(args: &[&str]) -> Run {
-    let mut child = Command::new(loadgen_binary())
+    let mut child = Command::new(common::example_binary("loadgen"))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -207,3 +207,51 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// The path of an example's binary (`client`, `loadgen`, `embed`, `headless`), built
+/// once per test binary.
+///
+/// Cargo sets `CARGO_BIN_EXE_<name>` for binaries only, not examples. A plain
+/// `cargo test` does build the examples, into `<target>/<profile>/examples/`, next to
+/// the `deps/` directory that holds this test binary; but `cargo test --test NAME` does
+/// not, and a binary left from an earlier run may be stale. So the test asks cargo to
+/// build it: a no-op taking a fraction of a second when it is already up to date.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::process::Command;
+    use std::sync::{Mutex, OnceLock};
+
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    let test_exe = std::env::current_exe().expect("path of the test binary");
+    let profile_dir = test_exe
+        .parent() // deps/
+        .and_then(|deps| deps.parent()) // <target>/<profile>/
+        .expect("the test binary lives in <target>/<profile>/deps/");
+    let target_dir = profile_dir.parent().expect("<target>/");
+    let profile = profile_dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .expect("profile directory name");
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--quiet", "--example", name, "--target-dir"])
+        .arg(target_dir);
+    // The "dev" and "test" profiles build into debug/; the others into their name.
+    if profile != "debug" {
+        build.args(["--profile", profile]);
+    }
+    let status = build.status().expect("run cargo build --example");
+    assert!(status.success(), "cargo build --example {name} failed");
+    let binary = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(binary.exists(), "no {name} binary at {}", binary.display());
+    built.insert(name.to_string(), binary.clone());
+    binary
+}
