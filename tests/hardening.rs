@@ -386,6 +386,25 @@ fn the_per_ip_cap_refuses_cleanly() {
     let _b = Client::connect(server.local_addr());
     let mut c = Client::connect_raw(server.local_addr());
     assert_eq!(c.expect_bye(), "too many connections from your address");
+
+    // Another address is counted on its own: 127.0.0.2 is loopback too.
+    let from_other = connect_from([127, 0, 0, 2], server.local_addr());
+    let mut hello = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(from_other), &mut hello).unwrap();
+    assert!(hello.starts_with("HELLO "), "{hello}");
+}
+
+/// A TCP connection from a chosen loopback source address (std cannot bind a client
+/// socket before connecting; socket2 can).
+fn connect_from(source: [u8; 4], to: std::net::SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let source = std::net::SocketAddr::from((source, 0));
+    socket.bind(&source.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream
 }
 
 /// A client that completes no line for the idle timeout gets `BYE idle`, even while it
