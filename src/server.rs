@@ -55,6 +55,34 @@ struct Inner {
     acceptor: Mutex<Option<JoinHandle<()>>>,
 }
 
+impl Inner {
+    fn shutdown(&self) {
+        if self.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let _ = self.events.send(Event::Shutdown);
+        // A blocking `accept` cannot be interrupted; connecting to ourselves wakes it.
+        let mut wake = self.local_addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => [127, 0, 0, 1].into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+    }
+}
+
+/// A backstop, not the way to stop a server: when the last handle goes away without
+/// [`Server::shutdown`], the server is shut down anyway (without waiting for it, since a
+/// destructor should not block), so dropping a server never leaves its threads and
+/// sockets running with nobody able to stop them.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
@@ -121,19 +149,7 @@ impl Server {
     /// `BYE server shutting down` to every client, close every connection. Call
     /// [`join`](Self::join) to wait for it to finish.
     pub fn shutdown(&self) {
-        if self.inner.stopping.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let _ = self.inner.events.send(Event::Shutdown);
-        // A blocking `accept` cannot be interrupted; connecting to ourselves wakes it.
-        let mut wake = self.inner.local_addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => [127, 0, 0, 1].into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        self.inner.shutdown();
     }
 
     /// Waits until every thread of the server has ended. Returns at once if it already

@@ -430,3 +430,14 @@ fn shutdown_says_bye_to_everyone() {
     let names: HashSet<String> = clients.iter().map(|c| c.nick.clone()).collect();
     assert_eq!(names.len(), 5);
 }
+
+/// Dropping the last handle without `shutdown` still stops the server (a backstop):
+/// clients get `BYE` instead of a server nobody can stop any more.
+#[test]
+fn dropping_the_server_shuts_it_down() {
+    let server = start_server(test_config());
+    let mut a = Client::connect(server.local_addr());
+    a.sync();
+    drop(server);
+    assert_eq!(a.expect_bye(), "server shutting down");
+}
