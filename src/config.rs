@@ -48,7 +48,9 @@ pub struct Config {
     pub announce_max: usize,
     /// Stack size of each connection thread. Default 128 KiB: plenty for reading,
     /// framing and logging, and only touched pages cost memory anyway; it mostly decides
-    /// address space and page tables (see `shared/MEASUREMENTS.md`).
+    /// address space and page tables (measured: 35.6 MiB of page tables for 9,000
+    /// threads with 2 MiB stacks, 1.4 MiB with 64 KiB stacks). An idle connection
+    /// touches two pages of it.
     pub thread_stack: usize,
     /// How long a client that was told `BYE` may take to close before the server
     /// closes it hard. Default 500 ms, so a shutdown finishes well within 2 s.

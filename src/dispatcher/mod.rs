@@ -60,7 +60,7 @@ pub const EVENT_QUEUE: usize = 16 * 1024;
 
 /// Under a backlog, handle events until this many lines are queued, then write. Bigger
 /// batches mean fewer, larger writes (throughput); smaller mean earlier writes
-/// (latency). 64 K lines is about 1.5 ms of appending here.
+/// (latency). In a room of 1,000 this is 64 messages per batch.
 const FLUSH_AFTER_DELIVERIES: usize = 64 * 1024;
 
 /// Capacity of each observer's channel; an observer that falls further behind misses
