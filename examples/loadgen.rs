@@ -1720,6 +1720,8 @@ fn run_idle(fleet: &mut Fleet, opts: &Options) -> Result<String, String> {
         members.len(),
         if all_received {
             "all received"
+        } else if sink.count == members.len() {
+            "every accepted client received it"
         } else {
             "NOT all received"
         },
