@@ -54,6 +54,9 @@ pub(crate) fn run_connection(
     };
     let accepted = events.send(connected).is_ok();
     let _ = ready.send(());
+    // Free the one-shot channel now, not when the connection ends: idle connections
+    // are counted in thousands, and each byte they hold is multiplied.
+    drop(ready);
     if accepted {
         let mut reader = Reader::new(id, &config, events.clone());
         reader.read_until_closed(&stream);
