@@ -41,7 +41,8 @@ pub(crate) struct Acceptor {
 /// A running connection thread, as the acceptor tracks it.
 struct Running {
     thread: JoinHandle<()>,
-    ip: IpAddr,
+    /// What `--max-per-ip` counted it under (see [`source_key`]).
+    source: IpAddr,
 }
 
 impl Acceptor {
@@ -82,7 +83,8 @@ impl Acceptor {
                 self.refuse(&stream, "server full");
                 continue;
             }
-            let from_ip = per_ip.get(&peer.ip()).copied().unwrap_or(0);
+            let source = source_key(peer.ip());
+            let from_ip = per_ip.get(&source).copied().unwrap_or(0);
             if self.config.max_per_ip > 0 && from_ip >= self.config.max_per_ip {
                 self.refuse(&stream, "too many connections from your address");
                 continue;
@@ -102,14 +104,8 @@ impl Acceptor {
                     // can take in: a full event queue slows new arrivals, not old ones.
                     let _ = ready_rx.recv();
                     Stats::add(&self.stats.accepted, 1);
-                    *per_ip.entry(peer.ip()).or_default() += 1;
-                    running.insert(
-                        id,
-                        Running {
-                            thread,
-                            ip: peer.ip(),
-                        },
-                    );
+                    *per_ip.entry(source).or_default() += 1;
+                    running.insert(id, Running { thread, source });
                     log::debug!("{id} from {peer}");
                 }
                 Err(e) => {
@@ -164,6 +160,23 @@ impl Acceptor {
     }
 }
 
+/// What `--max-per-ip` counts as one source. An IPv4 address is one source (an
+/// IPv4-mapped IPv6 address, `::ffff:a.b.c.d`, is the same IPv4 address). An IPv6 host
+/// usually owns a whole /64 and can pick any address in it, so for IPv6 the /64 prefix
+/// is the source; otherwise one machine could open unlimited connections.
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
+    }
+}
+
 /// Socket options every client connection gets.
 fn configure(stream: &TcpStream) -> io::Result<()> {
     // Chat lines are small and interactive: send them at once rather than waiting to
@@ -193,12 +206,33 @@ fn reap(
     for id in finished.try_iter() {
         if let Some(conn) = running.remove(&id) {
             let _ = conn.thread.join();
-            if let Some(count) = per_ip.get_mut(&conn.ip) {
+            if let Some(count) = per_ip.get_mut(&conn.source) {
                 *count -= 1;
                 if *count == 0 {
-                    per_ip.remove(&conn.ip);
+                    per_ip.remove(&conn.source);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_ipv4_addresses_and_ipv6_prefixes() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(source_key(ip("127.0.0.1")), ip("127.0.0.1"));
+        assert_eq!(source_key(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(source_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            source_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            source_key(ip("2001:db8:1:2::7"))
+        );
+        assert_ne!(
+            source_key(ip("2001:db8:1:3::1")),
+            source_key(ip("2001:db8:1:2::1"))
+        );
     }
 }

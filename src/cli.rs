@@ -18,7 +18,8 @@ options (defaults in brackets):
   --addr HOST:PORT           where to listen [127.0.0.1:2022]
   --max-clients N|auto       most concurrent connections [auto: derived from the
                              open-file, memory-map and thread limits of this machine]
-  --max-per-ip N             most concurrent connections per IP, 0 = unlimited [16]
+  --max-per-ip N             most concurrent connections per IPv4 address or IPv6
+                             /64, 0 = unlimited [16]
   --history N                messages each room replays to joiners [20]
   --max-line BYTES           longest line; longer ones get ERR line-too-long [1024]
   --max-unterminated BYTES   bytes without a newline before BYE line too long [65536]

@@ -15,9 +15,10 @@ pub struct Config {
     /// a value above that safe cap is lowered to it, because going past it aborts the
     /// whole process when a thread cannot be created.
     pub max_clients: Option<usize>,
-    /// Most connections from one IP address; `0` means unlimited. Default 16: enough
-    /// for a household behind one NAT, too few for one host to take the server.
-    /// Loopback is not exempt.
+    /// Most connections from one IPv4 address or one IPv6 /64 prefix (an IPv6 host can
+    /// use any address of its /64); `0` means unlimited. Default 16: enough for a
+    /// household behind one NAT, too few for one host to take the server. Loopback is
+    /// not exempt.
     pub max_per_ip: usize,
     /// Messages a room keeps and replays to each joiner. Default 20.
     pub history: usize,
