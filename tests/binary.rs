@@ -20,6 +20,7 @@ struct Running {
     console: Option<ChildStdin>,
     addr: SocketAddr,
     stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
 }
 
 fn spawn(args: &[&str]) -> Running {
@@ -30,21 +31,24 @@ fn spawn_with_stdin(args: &[&str], stdin: Stdio) -> Running {
     let mut child = Command::new(BIN)
         .args(["--addr", "127.0.0.1:0"])
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "underworld_line=debug")
         .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the server binary");
-    // The banner on stderr says where it listens (we asked for port 0).
+    // The banner on stderr says where it listens (we asked for port 0); the log lines
+    // that follow are kept for tests that wait for one.
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let (addr_tx, addr_rx) = mpsc::channel();
+    let (err_tx, err_rx) = mpsc::channel();
     thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
             if let Some(rest) = line.strip_prefix("Underworld-Line on ") {
                 let addr = rest.split(' ').next().unwrap().to_string();
                 let _ = addr_tx.send(addr);
             }
+            let _ = err_tx.send(line);
         }
     });
     let stdout = BufReader::new(child.stdout.take().unwrap());
@@ -65,6 +69,7 @@ fn spawn_with_stdin(args: &[&str], stdin: Stdio) -> Running {
         console,
         addr,
         stdout: out_rx,
+        stderr: err_rx,
     }
 }
 
@@ -73,6 +78,16 @@ impl Running {
         let console = self.console.as_mut().expect("stdin is a pipe");
         writeln!(console, "{line}").unwrap();
         console.flush().unwrap();
+    }
+
+    /// Waits for a log line (stderr) containing `text`.
+    fn expect_log(&self, text: &str) {
+        loop {
+            let line = self.stderr.recv_timeout(PATIENCE).expect("log output");
+            if line.contains(text) {
+                return;
+            }
+        }
     }
 
     /// Waits for a stdout line containing `text`.
@@ -111,20 +126,33 @@ impl Running {
     }
 }
 
-/// `--help` lists the flags with their defaults; a wrong flag is a usage error.
+/// `--help` lists every flag with its default; a wrong flag is a usage error.
 #[test]
 fn help_and_bad_flags() {
     let help = Command::new(BIN).arg("--help").output().unwrap();
     assert!(help.status.success());
     let text = String::from_utf8(help.stdout).unwrap();
-    for flag in [
-        "--addr",
-        "--max-clients",
-        "--history",
-        "--max-line",
-        "--rate-limit",
-    ] {
-        assert!(text.contains(flag), "--help does not mention {flag}");
+    let flags_and_defaults = [
+        ("--addr", "[127.0.0.1:2022]"),
+        ("--max-clients", "[auto"),
+        ("--max-per-ip", "[16]"),
+        ("--history", "[20]"),
+        ("--max-line", "[1024]"),
+        ("--max-unterminated", "[65536]"),
+        ("--rate-limit", "[10/2]"),
+        ("--max-pending", "[65536]"),
+        ("--send-timeout", "[2]"),
+        ("--idle-timeout", "[600]"),
+        ("--announce-max", "[200]"),
+    ];
+    for (flag, default) in flags_and_defaults {
+        let at = text
+            .find(flag)
+            .unwrap_or_else(|| panic!("--help lacks {flag}"));
+        // The default follows the flag's description, before the next flag.
+        let entry = &text[at..];
+        let entry = &entry[..entry[2..].find("\n  --").map_or(entry.len(), |end| end + 2)];
+        assert!(entry.contains(default), "{flag}: no {default} in {entry:?}");
     }
     let bad = Command::new(BIN).arg("--bogus").output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
@@ -166,6 +194,7 @@ fn console_shutdown_and_eof() {
     assert_eq!(server.wait(), 0);
 
     let quiet = spawn_with_stdin(&[], Stdio::null());
+    quiet.expect_log("console: stdin closed");
     let mut c = Client::connect(quiet.addr);
     c.send("still serving");
     c.expect(&format!("MSG lobby {} still serving", c.nick));

@@ -118,6 +118,7 @@ fn stop(server: Server) {
     server.join();
 }
 
+/// `idle`, tiny: every connection is accepted and gets the one broadcast.
 #[test]
 fn idle_accepts_everyone_and_everyone_gets_the_message() {
     let server = start_server(test_config());
@@ -140,6 +141,7 @@ fn idle_accepts_everyone_and_everyone_gets_the_message() {
     stop(server);
 }
 
+/// `idle` against a server capped at 3: the refusals are counted as such.
 #[test]
 fn idle_counts_connections_refused_over_the_cap() {
     let mut config = test_config();
@@ -154,6 +156,8 @@ fn idle_counts_connections_refused_over_the_cap() {
     stop(server);
 }
 
+/// `fanout`, tiny: every message reaches every member once, in order (no timing is
+/// asserted; that is the benchmark's job).
 #[test]
 fn fanout_delivers_every_message_once_and_in_order() {
     let server = start_server(test_config());
@@ -186,6 +190,7 @@ fn fanout_delivers_every_message_once_and_in_order() {
     stop(server);
 }
 
+/// `saturate`, two tiny rounds: it runs, reports its rounds and a best rate.
 #[test]
 fn saturate_runs_its_rounds() {
     let server = start_server(test_config());
@@ -214,6 +219,8 @@ fn saturate_runs_its_rounds() {
     stop(server);
 }
 
+/// `slow`, tiny: a baseline round and one with a client that never reads, both
+/// reported.
 #[test]
 fn slow_runs_a_baseline_and_a_round_with_a_client_that_never_reads() {
     let server = start_server(test_config());
@@ -247,6 +254,7 @@ fn slow_runs_a_baseline_and_a_round_with_a_client_that_never_reads() {
     stop(server);
 }
 
+/// `step`, tiny: clients are added in steps and each step is timed.
 #[test]
 fn step_adds_clients_step_by_step() {
     let server = start_server(test_config());
@@ -257,6 +265,7 @@ fn step_adds_clients_step_by_step() {
     stop(server);
 }
 
+/// `--help` works and a wrong workload or option is a usage error (exit status 2).
 #[test]
 fn help_and_usage_errors() {
     let help = loadgen(&["--help"]);

@@ -77,6 +77,8 @@ fn limits() -> impl Strategy<Value = (usize, usize)> {
 }
 
 proptest! {
+    /// Any bytes, cut into any chunks, frame exactly like the simple reference, and the
+    /// same as when fed all at once or one byte at a time (the predecessor's bug).
     #[test]
     fn framing_ignores_chunk_boundaries(
         input in stream(),
@@ -107,6 +109,8 @@ proptest! {
         }
     }
 
+    /// Sanitized text never keeps a forbidden or control character (TAB aside), and
+    /// sanitizing twice changes nothing.
     #[test]
     fn sanitized_text_is_clean_and_stable(s in any::<String>()) {
         let clean = sanitize_text(&s);
@@ -117,6 +121,8 @@ proptest! {
         prop_assert_eq!(sanitize_text(&clean), clean.clone());
     }
 
+    /// A nick that passes validation uses only the allowed alphabet and length, and is
+    /// never a reserved name.
     #[test]
     fn accepted_nicks_use_only_allowed_chars(s in any::<String>()) {
         if validate_nick(&s).is_ok() {
@@ -129,6 +135,8 @@ proptest! {
         }
     }
 
+    /// Mostly valid-looking nicks never panic validation, and the lookalike key is
+    /// stable (keying a key changes nothing).
     #[test]
     fn nick_like_strings_never_panic(s in "[a-zA-Z0-9_\\-가-힣 #]{0,20}") {
         // Mostly valid-looking input reaches the deeper checks that random strings miss.
@@ -136,6 +144,7 @@ proptest! {
         prop_assert_eq!(nick_key(&s), nick_key(&nick_key(&s)));
     }
 
+    /// A normalized room name normalizes to itself (room-like input).
     #[test]
     fn normalized_rooms_are_fixed_points(s in "#?[a-zA-Z0-9_\\-가-힣 .]{0,30}") {
         if let Ok(room) = normalize_room(&s) {
@@ -143,6 +152,7 @@ proptest! {
         }
     }
 
+    /// The same for any string at all: no panic, and a fixed point when accepted.
     #[test]
     fn any_room_string_is_handled(s in any::<String>()) {
         if let Ok(room) = normalize_room(&s) {

@@ -103,6 +103,19 @@ impl Client {
         }
     }
 
+    /// The next line with invalid UTF-8 replaced (for replies to garbage, which may
+    /// echo nothing but must not panic the test either), or `None` at the end.
+    pub fn try_line_lossy(&mut self) -> Option<String> {
+        let mut bytes = Vec::new();
+        match self.reader.read_until(b'\n', &mut bytes) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                let line = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+                Some(String::from_utf8_lossy(line).into_owned())
+            }
+        }
+    }
+
     /// Reads lines until one equals `expected`; returns the lines skipped before it.
     pub fn expect(&mut self, expected: &str) -> Vec<String> {
         let mut skipped = Vec::new();
@@ -178,6 +191,15 @@ impl Client {
                 return line;
             }
         }
+    }
+
+    /// Closes the connection with a reset (RST) instead of a FIN: a linger time of zero
+    /// makes the kernel drop whatever is unsent and abort, like a crashed client or a
+    /// broken network path would.
+    pub fn reset(self) {
+        let linger = socket2::SockRef::from(&self.writer);
+        linger.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(self);
     }
 
     /// Closes our sending side (a clean end: FIN).
