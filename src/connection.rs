@@ -119,7 +119,10 @@ impl Reader {
             } else {
                 self.idle_deadline.saturating_duration_since(Instant::now())
             };
-            // A zero timeout would mean "block forever" to the OS; std refuses it.
+            // The timeout is what makes the idle limit fire while we block in `read`. It
+            // is set before every read because the deadline moves with each complete line;
+            // one `setsockopt` costs well under a microsecond, next to a read that wakes a
+            // thread. A zero timeout would mean "block forever" to the OS; std refuses it.
             let timeout = timeout.max(Duration::from_millis(1));
             if stream.set_read_timeout(Some(timeout)).is_err() {
                 return;

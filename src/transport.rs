@@ -36,6 +36,10 @@ impl Transport for TcpStream {
     /// socket buffer then returns `WouldBlock` instead of stalling the dispatcher.
     /// (`set_nonblocking` is not an option: it would also make the connection thread's
     /// reads non-blocking, since both share the one file description.)
+    ///
+    /// A write to a peer that has gone returns an error (`EPIPE`, `ECONNRESET`) rather
+    /// than killing the process with `SIGPIPE`, because the Rust runtime ignores that
+    /// signal in every Rust program before `main` starts.
     fn send(&self, bytes: &[u8]) -> io::Result<usize> {
         let mut stream: &TcpStream = self;
         stream.write(bytes)
