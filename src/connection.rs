@@ -222,16 +222,14 @@ impl Reader {
         }
     }
 
+    /// Tells the dispatcher to answer `ERR`; `false` when the dispatcher has gone away.
     fn send_rejected(&self, code: ErrorCode, text: &str) -> bool {
-        self.events.send(self.rejected(code, text)).is_ok()
-    }
-
-    fn rejected(&self, code: ErrorCode, text: &str) -> Event {
-        Event::Rejected {
+        let event = Event::Rejected {
             id: self.id,
             code,
             text: text.to_string(),
-        }
+        };
+        self.events.send(event).is_ok()
     }
 
     /// Asks the dispatcher to close this connection, then keeps draining input.

@@ -64,12 +64,26 @@ pub fn connection_cap(requested: Option<usize>) -> Cap {
 
 /// The smallest of the per-limit caps below; a limit that cannot be read does not count.
 pub fn os_cap() -> Cap {
+    // Threads on the whole system now: three limits below are shared by all of them.
+    let threads_now = system_threads();
     let candidates = [
         open_file_cap(),
         map_count_cap(),
-        threads_max_cap(),
-        pid_max_cap(),
-        process_limit_cap(),
+        thread_pool_cap(
+            threads_now,
+            read_number("/proc/sys/kernel/threads-max"),
+            |max| format!("kernel.threads-max {max}"),
+        ),
+        // Every thread takes an id from the system-wide pid space.
+        thread_pool_cap(
+            threads_now,
+            read_number("/proc/sys/kernel/pid_max"),
+            |max| format!("kernel.pid_max {max}"),
+        ),
+        // `RLIMIT_NPROC` counts this user's threads, in all processes.
+        thread_pool_cap(threads_now, read_limit("Max processes"), |max| {
+            format!("process limit {max} (ulimit -u)")
+        }),
     ];
     candidates
         .into_iter()
@@ -109,33 +123,17 @@ fn map_count_cap() -> Option<Cap> {
     })
 }
 
-/// The system-wide thread limit, less the threads that exist now.
-fn threads_max_cap() -> Option<Cap> {
-    let max = read_number("/proc/sys/kernel/threads-max")?;
-    let cap = max.saturating_sub(system_threads()? + RESERVED_THREADS);
+/// A limit on threads that others share with us: what is left of `max` once the
+/// threads that exist now (and our reserve) are counted.
+fn thread_pool_cap(
+    threads_now: Option<usize>,
+    max: Option<usize>,
+    reason: impl FnOnce(usize) -> String,
+) -> Option<Cap> {
+    let max = max?;
     Some(Cap {
-        max_clients: cap,
-        reason: format!("kernel.threads-max {max}"),
-    })
-}
-
-/// Every thread takes an id from the system-wide pid space.
-fn pid_max_cap() -> Option<Cap> {
-    let max = read_number("/proc/sys/kernel/pid_max")?;
-    let cap = max.saturating_sub(system_threads()? + RESERVED_THREADS);
-    Some(Cap {
-        max_clients: cap,
-        reason: format!("kernel.pid_max {max}"),
-    })
-}
-
-/// `RLIMIT_NPROC` counts this user's threads (all processes).
-fn process_limit_cap() -> Option<Cap> {
-    let limit = read_limit("Max processes")?;
-    let cap = limit.saturating_sub(system_threads()? + RESERVED_THREADS);
-    Some(Cap {
-        max_clients: cap,
-        reason: format!("process limit {limit} (ulimit -u)"),
+        max_clients: max.saturating_sub(threads_now? + RESERVED_THREADS),
+        reason: reason(max),
     })
 }
 

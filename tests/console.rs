@@ -3,18 +3,14 @@
 
 mod common;
 
-use common::{start_server, test_config, Client};
+use common::{alice_and_bob_in_den, start_server, test_config};
 use underworld_line::console::execute;
 
 /// Every console command does what `/help` says, and answers the operator.
 #[test]
 fn console_commands() {
     let server = start_server(test_config());
-    let mut a = Client::named(server.local_addr(), "alice");
-    let mut b = Client::named(server.local_addr(), "bob");
-    b.send("/join den");
-    b.next_is("JOIN den bob");
-    a.sync();
+    let (mut a, mut b) = alice_and_bob_in_den(server.local_addr());
 
     let users = execute(&server, "/users").output;
     assert!(users.starts_with("2 users online"), "{users}");

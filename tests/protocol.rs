@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::thread;
 
-use common::{start_server, test_config, Client};
+use common::{alice_and_bob_in_den, start_server, test_config, Client};
 use underworld_line::Config;
 
 /// Two clients get distinct aliases at once, each sees the other arrive, and a message
@@ -169,11 +169,7 @@ fn rooms_are_isolated() {
 #[test]
 fn lists_and_ping() {
     let server = start_server(test_config());
-    let mut a = Client::named(server.local_addr(), "alice");
-    let mut b = Client::named(server.local_addr(), "bob");
-    b.send("/join den");
-    b.next_is("JOIN den bob");
-    a.sync();
+    let (mut a, _bob) = alice_and_bob_in_den(server.local_addr());
 
     a.send("/who");
     a.expect("WHO lobby alice");
@@ -383,11 +379,7 @@ fn one_message_across_many_writes() {
 #[test]
 fn operator_notice_whisper_and_kick() {
     let server = start_server(test_config());
-    let mut a = Client::named(server.local_addr(), "alice");
-    let mut b = Client::named(server.local_addr(), "bob");
-    b.send("/join den");
-    b.next_is("JOIN den bob");
-    a.sync();
+    let (mut a, mut b) = alice_and_bob_in_den(server.local_addr());
 
     assert_eq!(server.notice_all("maintenance at noon"), Ok(2));
     a.next_is("NOTICE maintenance at noon");

@@ -11,36 +11,14 @@ use crate::text::{normalize_room, validate_nick, NickError};
 
 impl DispatcherState {
     pub(super) fn command(&mut self, table: &mut UserTable, id: ClientId, command: Command) {
+        // A copy (two short strings), because the handlers below change the table while
+        // they still need the sender's nick and room as they were.
         let Some(user) = table.user(id).cloned() else {
             return; // closing, or never connected: ignore
         };
         match command {
-            Command::Say(text) => {
-                let line = Reply::Msg {
-                    room: &user.room,
-                    nick: &user.nick,
-                    text: &text,
-                };
-                self.relay(table, &user, line.to_string());
-                self.notify(|| ChatEvent::Message {
-                    room: user.room.clone(),
-                    nick: user.nick.clone(),
-                    text,
-                });
-            }
-            Command::Me(text) => {
-                let line = Reply::Me {
-                    room: &user.room,
-                    nick: &user.nick,
-                    text: &text,
-                };
-                self.relay(table, &user, line.to_string());
-                self.notify(|| ChatEvent::Action {
-                    room: user.room.clone(),
-                    nick: user.nick.clone(),
-                    text,
-                });
-            }
+            Command::Say(text) => self.speak(table, &user, text, false),
+            Command::Me(text) => self.speak(table, &user, text, true),
             Command::Nick(new) => self.change_nick(table, id, &user, new),
             Command::Join(room) => self.join(table, id, &user, &room),
             Command::Rooms => {
@@ -101,6 +79,33 @@ impl DispatcherState {
             }
             Command::Quit(reason) => self.begin_close(table, id, CloseReason::Quit(reason)),
         }
+    }
+
+    /// A message (`action`: a `/me`) to the sender's room, relayed and shown to observers.
+    fn speak(&mut self, table: &mut UserTable, user: &User, text: String, action: bool) {
+        let (room, nick) = (&user.room, &user.nick);
+        let line = if action {
+            Reply::Me {
+                room,
+                nick,
+                text: &text,
+            }
+        } else {
+            Reply::Msg {
+                room,
+                nick,
+                text: &text,
+            }
+        };
+        self.relay(table, user, line.to_string());
+        self.notify(|| {
+            let (room, nick) = (user.room.clone(), user.nick.clone());
+            if action {
+                ChatEvent::Action { room, nick, text }
+            } else {
+                ChatEvent::Message { room, nick, text }
+            }
+        });
     }
 
     /// A message to the sender's room: kept for history and sent to every member, the

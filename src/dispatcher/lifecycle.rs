@@ -92,6 +92,11 @@ impl DispatcherState {
         if members.len() <= self.config.announce_max {
             self.out.send_all(members, leave.as_bytes());
         }
+        self.notify_left(user, reason);
+    }
+
+    /// Tells the observers (not the room) that someone left.
+    fn notify_left(&mut self, user: &User, reason: &str) {
         self.notify(|| ChatEvent::Left {
             nick: user.nick.clone(),
             room: user.room.clone(),
@@ -129,11 +134,7 @@ impl DispatcherState {
             if reason == CloseReason::ServerShutdown {
                 // Everyone leaves at once: nobody needs LEAVE lines, but observers
                 // still hear who left.
-                self.notify(|| ChatEvent::Left {
-                    nick: user.nick.clone(),
-                    room: user.room.clone(),
-                    reason: text.clone(),
-                });
+                self.notify_left(&user, &text);
             } else {
                 self.left_room(table, &user, &text);
             }

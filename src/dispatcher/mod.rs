@@ -37,7 +37,7 @@ use parking_lot::Mutex;
 use crate::alias::AliasGenerator;
 use crate::config::Config;
 use crate::event::{ChatEvent, ClientId, CloseReason, Event};
-use crate::outbox::{run_flusher, Flush};
+use crate::outbox::run_flusher;
 use crate::stats::Stats;
 use crate::table::{SharedTable, Snapshot, UserTable};
 
@@ -243,6 +243,9 @@ impl DispatcherState {
     }
 
     fn handle(&mut self, event: Event) {
+        // One lock per event: readers on other threads see either all of an event's
+        // changes or none. The `Arc` is cloned so the guard borrows the clone, not
+        // `self`, leaving `self` free for the `&mut self` methods below.
         let shared = Arc::clone(&self.table);
         let mut table = shared.lock();
         match event {
@@ -300,10 +303,7 @@ impl DispatcherState {
                 continue;
             };
             client.dirty = false;
-            if client.outbox.flush() == Flush::BackedUp {
-                log::debug!("{id} backed up: its socket buffer is full");
-                let _ = self.out.flusher.send(Arc::clone(&client.outbox));
-            }
+            client.write(id, &self.out.flusher);
         }
         Stats::add(
             &self.stats.deliveries,

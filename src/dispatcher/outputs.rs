@@ -46,10 +46,7 @@ impl Outputs {
             // This batch alone may have queued a lot for this client: that is not the
             // client's fault until the socket has refused it. Write now, then retry; only
             // what the socket would not take counts against `max_pending`.
-            if client.outbox.flush() == Flush::BackedUp {
-                log::debug!("{id} backed up: its socket buffer is full");
-                let _ = self.flusher.send(Arc::clone(&client.outbox));
-            }
+            client.write(id, &self.flusher);
             pushed = client.outbox.push(line, self.max_pending);
         }
         match pushed {
@@ -76,6 +73,17 @@ impl Outputs {
                 client.dirty = true;
                 self.dirty.push(id);
             }
+        }
+    }
+}
+
+impl Client {
+    /// Writes what is queued now; if the socket turns out to be full, hands the outbox
+    /// to the flusher, which writes it from then on.
+    pub(super) fn write(&mut self, id: ClientId, flusher: &Sender<Arc<Outbox>>) {
+        if self.outbox.flush() == Flush::BackedUp {
+            log::debug!("{id} backed up: its socket buffer is full");
+            let _ = flusher.send(Arc::clone(&self.outbox));
         }
     }
 }

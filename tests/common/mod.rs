@@ -28,6 +28,17 @@ pub fn start_server(config: Config) -> Server {
     Server::bind("127.0.0.1:0", config).expect("bind 127.0.0.1:0")
 }
 
+/// Two clients, `alice` in the lobby and `bob` in `den`, with everything they were sent
+/// so far read: the setup of the tests about rooms and operator pushes.
+pub fn alice_and_bob_in_den(addr: SocketAddr) -> (Client, Client) {
+    let mut alice = Client::named(addr, "alice");
+    let mut bob = Client::named(addr, "bob");
+    bob.send("/join den");
+    bob.next_is("JOIN den bob");
+    alice.sync();
+    (alice, bob)
+}
+
 /// A raw TCP chat client that reads whole lines.
 pub struct Client {
     pub nick: String,
