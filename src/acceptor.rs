@@ -1,30 +1,47 @@
-//! The acceptor thread: takes each new TCP connection, applies the connection caps, and
-//! gives the connection its own named thread (`conn-42`).
+//! The acceptor thread: takes each new TCP connection, applies the connection caps, has
+//! the dispatcher greet it at once, and hands it to the [spawner](crate::spawner), which
+//! gives it its own named thread (`conn-42`).
 //!
-//! It also keeps every connection thread's `JoinHandle`, so that at shutdown it can
-//! join them all, and reaps the handles of finished threads as it goes: an exited but
-//! unjoined thread still holds its stack mappings, which count against the very limit
-//! that caps connections.
+//! # Why accepting never waits for a thread
+//!
+//! `TcpListener::bind` listens with a backlog of 128. When that queue is full, Linux
+//! answers new clients with SYN cookies and drops their final ACK: the client believes
+//! it is connected, the server knows nothing of it, and since this protocol is
+//! server-speaks-first, a person in `nc` then sits in front of a silent terminal for
+//! good. So the accept loop must drain the queue faster than any burst fills it.
+//!
+//! Creating and starting a thread is the slow part of a new connection (tens of
+//! microseconds, more when thousands start at once on two cores). The accept loop does
+//! only the cheap part, a few system calls per client:
+//!
+//! 1. `accept`, the caps (`--max-clients`, `--max-per-ip`), two socket options;
+//! 2. `Event::Connected` to the dispatcher, which writes `HELLO` right away: the
+//!    dispatcher writes sockets anyway, and needs no reader thread for that;
+//! 3. the socket to the spawner thread, which creates the reader thread when it can.
+//!
+//! Any line the client sends before its reader exists waits in the kernel's receive
+//! buffer, so nothing is lost; and since the acceptor queues `Connected` before the
+//! reader can exist, the dispatcher always hears of a client before its first line.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::Config;
-use crate::connection::run_connection;
 use crate::event::{ClientId, Event};
 use crate::reply::Reply;
+use crate::spawner::{NewConnection, Spawner};
 use crate::stats::Stats;
 
 /// The smallest write timeout the OS takes (std turns it into 1 µs, the kernel rounds
-/// it up to one scheduler tick). It is what keeps a write to a full socket from blocking
-/// the dispatcher for more than a few milliseconds; see `transport.rs`.
+/// it up to one scheduler tick). Writes are non-blocking anyway (see `transport.rs`);
+/// this is the backstop that bounds any write that would block after all.
 const WRITE_TIMEOUT: Duration = Duration::from_nanos(1);
 
 /// Everything the acceptor thread needs.
@@ -38,36 +55,77 @@ pub(crate) struct Acceptor {
     pub(crate) stopping: Arc<AtomicBool>,
 }
 
-/// A running connection thread, as the acceptor tracks it.
-struct Running {
-    thread: JoinHandle<()>,
-    /// What `--max-per-ip` counted it under (see [`source_key`]).
-    source: IpAddr,
+/// The connections admitted and not yet ended: what the caps count.
+#[derive(Default)]
+struct Admitted {
+    /// Each live connection and the source `--max-per-ip` counted it under.
+    sources: HashMap<ClientId, IpAddr>,
+    per_source: HashMap<IpAddr, usize>,
+}
+
+impl Admitted {
+    fn len(&self) -> usize {
+        self.sources.len()
+    }
+
+    fn from_source(&self, source: IpAddr) -> usize {
+        self.per_source.get(&source).copied().unwrap_or(0)
+    }
+
+    fn admit(&mut self, id: ClientId, source: IpAddr) {
+        self.sources.insert(id, source);
+        *self.per_source.entry(source).or_default() += 1;
+    }
+
+    /// Frees the slots of connections whose thread has ended (or never started).
+    fn release(&mut self, ended: &Receiver<ClientId>) {
+        for id in ended.try_iter() {
+            let Some(source) = self.sources.remove(&id) else {
+                continue;
+            };
+            if let Some(count) = self.per_source.get_mut(&source) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_source.remove(&source);
+                }
+            }
+        }
+    }
 }
 
 impl Acceptor {
     pub(crate) fn run(self) {
-        let mut running: HashMap<ClientId, Running> = HashMap::new();
-        let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
-        // Each connection thread's last act is to send its id here.
-        let (finished_tx, finished_rx) = crossbeam_channel::unbounded::<ClientId>();
+        let (ended_tx, ended) = crossbeam_channel::unbounded::<ClientId>();
+        let spawner = match Spawner::start(
+            Arc::clone(&self.config),
+            self.events.clone(),
+            Arc::clone(&self.stats),
+            ended_tx,
+        ) {
+            Ok(spawner) => spawner,
+            Err(e) => {
+                log::error!("could not start the spawner thread: {e}; accepting nobody");
+                let _ = self.events.send(Event::AcceptorStopped);
+                return;
+            }
+        };
+        let mut admitted = Admitted::default();
         let mut next_id = 1u64;
 
-        for stream in self.listener.incoming() {
+        loop {
+            let accepted = self.listener.accept();
             if self.stopping.load(Ordering::SeqCst) {
-                // The connection that woke us may be a real client: tell it why.
-                if let Ok(stream) = stream {
-                    self.refuse(&stream, "server shutting down");
+                if let Ok((stream, _)) = accepted {
+                    self.turn_away(&stream);
                 }
+                self.turn_away_the_queue();
                 break;
             }
-            // Reaping happens here, on each accept, because this thread blocks in
-            // `accept` and has no other moment. Threads that end in between keep their
-            // stack mappings (and their per-IP count) until the next connection arrives,
-            // which is exactly when the cap below needs them back.
-            reap(&finished_rx, &mut running, &mut per_ip);
-            let stream = match stream {
-                Ok(stream) => stream,
+            // Slots are freed here, on each accept, because this thread blocks in
+            // `accept` and has no other moment; it is exactly when the caps need them.
+            admitted.release(&ended);
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
                 Err(e) => {
                     log::warn!("accept failed: {e}");
                     // Out of file descriptors (EMFILE) would fail again at once:
@@ -76,88 +134,97 @@ impl Acceptor {
                     continue;
                 }
             };
-            let Ok(peer) = stream.peer_addr() else {
-                continue; // already gone
-            };
-            if running.len() >= self.max_clients {
+            if admitted.len() >= self.max_clients {
                 self.refuse(&stream, "server full");
                 continue;
             }
             let source = source_key(peer.ip());
-            let from_ip = per_ip.get(&source).copied().unwrap_or(0);
-            if self.config.max_per_ip > 0 && from_ip >= self.config.max_per_ip {
+            if self.config.max_per_ip > 0 && admitted.from_source(source) >= self.config.max_per_ip
+            {
                 self.refuse(&stream, "too many connections from your address");
                 continue;
             }
             let id = ClientId(next_id);
             next_id += 1;
             if let Err(e) = configure(&stream) {
-                log::warn!("could not configure {id}'s socket: {e}");
+                log::debug!("could not configure {id}'s socket (gone already?): {e}");
                 continue;
             }
-            let stream = Arc::new(stream);
-            let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
-            match self.spawn(id, Arc::clone(&stream), finished_tx.clone(), ready_tx) {
-                Ok(thread) => {
-                    // Wait until the thread has queued its `Connected` (see
-                    // `run_connection`). It also paces accepting to what the dispatcher
-                    // can take in: a full event queue slows new arrivals, not old ones.
-                    let _ = ready_rx.recv();
-                    Stats::add(&self.stats.accepted, 1);
-                    *per_ip.entry(source).or_default() += 1;
-                    running.insert(id, Running { thread, source });
-                    log::debug!("{id} from {peer}");
-                }
-                Err(e) => {
-                    // Should not happen below the derived cap; handled all the same,
-                    // and the client is told, like any other refusal.
-                    log::error!("could not start a thread for {id}: {e}");
-                    self.refuse(&stream, "server full");
-                }
-            }
+            self.admit(id, peer, Arc::new(stream), &spawner);
+            admitted.admit(id, source);
         }
 
-        // Stop accepting (the listener closes when `self` is dropped below), tell the
-        // dispatcher no more clients will come, then wait for every connection thread:
-        // the dispatcher is closing their sockets, which ends them.
+        // No more `Connected` will follow: the dispatcher may finish its shutdown once
+        // its clients are gone. Then the spawner joins every connection thread, which
+        // end as the dispatcher closes their sockets.
         let _ = self.events.send(Event::AcceptorStopped);
         drop(self);
-        for (_, conn) in running.drain() {
-            let _ = conn.thread.join();
-        }
+        spawner.finish();
         log::debug!("acceptor stopped");
     }
 
-    fn spawn(
-        &self,
-        id: ClientId,
-        stream: Arc<TcpStream>,
-        finished: Sender<ClientId>,
-        ready: Sender<()>,
-    ) -> io::Result<JoinHandle<()>> {
-        let events = self.events.clone();
-        let config = Arc::clone(&self.config);
-        thread::Builder::new()
-            .name(format!("conn-{}", id.0))
-            .stack_size(self.config.thread_stack)
-            .spawn(move || {
-                // Dropped last, even if the thread panics: the acceptor then joins it
-                // and frees its slot.
-                let _finished = Finished { id, to: finished };
-                run_connection(id, stream, events, config, ready);
-            })
+    /// Greets a connection through the dispatcher and asks for its reader thread.
+    fn admit(&self, id: ClientId, peer: SocketAddr, stream: Arc<TcpStream>, spawner: &Spawner) {
+        Stats::add(&self.stats.accepted, 1);
+        log::debug!("{id} from {peer}");
+        // The dispatcher answers `HELLO` as soon as it takes this event. The channel is
+        // bounded, so when the dispatcher is far behind, this waits: new arrivals are
+        // slowed, not the people already chatting.
+        let connected = Event::Connected {
+            id,
+            transport: stream.clone(),
+        };
+        if self.events.send(connected).is_err() {
+            return; // the dispatcher is gone: the server is stopping
+        }
+        spawner.spawn(NewConnection { id, stream });
     }
 
-    /// Tells a client why it cannot come in, and closes. The socket is brand new, so
-    /// its buffer is empty and this short write cannot block.
+    /// Tells a client why it cannot come in, and closes.
     fn refuse(&self, stream: &TcpStream, reason: &str) {
         Stats::add(&self.stats.refused, 1);
         log::info!("refused a connection: {reason}");
-        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-        let mut stream = stream;
-        let _ = stream.write_all(Reply::Bye { reason }.to_line().as_bytes());
-        let _ = stream.shutdown(std::net::Shutdown::Write);
+        say_bye(stream, reason);
     }
+
+    /// A connection that arrives while the server stops. Not a refusal: it is not
+    /// counted or logged as one (the first is usually `Server::shutdown`'s own
+    /// wake-up connection).
+    fn turn_away(&self, stream: &TcpStream) {
+        log::debug!("turned away a connection: the server is stopping");
+        say_bye(stream, "server shutting down");
+    }
+
+    /// Says `BYE` to every connection still waiting in the listen queue, instead of
+    /// letting the listener's close reset them: they are clients who believe they
+    /// are connected.
+    fn turn_away_the_queue(&self) {
+        if self.listener.set_nonblocking(true).is_err() {
+            return;
+        }
+        // Bounded: the queue holds at most the backlog (128), plus what arrives now.
+        for _ in 0..1024 {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    // An accepted socket inherits nothing from the listener's
+                    // non-blocking mode on Linux, but be explicit for other systems.
+                    let _ = stream.set_nonblocking(false);
+                    self.turn_away(&stream);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break, // WouldBlock: the queue is empty
+            }
+        }
+    }
+}
+
+/// Writes `BYE <reason>` to a brand-new socket and half-closes it. Its buffer is empty,
+/// so this short write cannot block; the timeout is there all the same.
+fn say_bye(stream: &TcpStream, reason: &str) {
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let mut stream = stream;
+    let _ = stream.write_all(Reply::Bye { reason }.to_line().as_bytes());
+    let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
 /// What `--max-per-ip` counts as one source. An IPv4 address is one source (an
@@ -185,37 +252,6 @@ fn configure(stream: &TcpStream) -> io::Result<()> {
     stream.set_write_timeout(Some(WRITE_TIMEOUT))
 }
 
-/// Tells the acceptor, when dropped, that a connection thread is done.
-struct Finished {
-    id: ClientId,
-    to: Sender<ClientId>,
-}
-
-impl Drop for Finished {
-    fn drop(&mut self) {
-        let _ = self.to.send(self.id);
-    }
-}
-
-/// Joins the threads that have announced they are done, and forgets their addresses.
-fn reap(
-    finished: &Receiver<ClientId>,
-    running: &mut HashMap<ClientId, Running>,
-    per_ip: &mut HashMap<IpAddr, usize>,
-) {
-    for id in finished.try_iter() {
-        if let Some(conn) = running.remove(&id) {
-            let _ = conn.thread.join();
-            if let Some(count) = per_ip.get_mut(&conn.source) {
-                *count -= 1;
-                if *count == 0 {
-                    per_ip.remove(&conn.source);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +270,24 @@ mod tests {
             source_key(ip("2001:db8:1:3::1")),
             source_key(ip("2001:db8:1:2::1"))
         );
+    }
+
+    #[test]
+    fn admitted_counts_per_source_and_releases() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut admitted = Admitted::default();
+        admitted.admit(ClientId(1), a);
+        admitted.admit(ClientId(2), a);
+        admitted.admit(ClientId(3), b);
+        assert_eq!((admitted.len(), admitted.from_source(a)), (3, 2));
+        let (ended_tx, ended) = crossbeam_channel::unbounded();
+        ended_tx.send(ClientId(1)).unwrap();
+        ended_tx.send(ClientId(3)).unwrap();
+        ended_tx.send(ClientId(99)).unwrap(); // unknown: ignored
+        admitted.release(&ended);
+        assert_eq!(admitted.len(), 1);
+        assert_eq!((admitted.from_source(a), admitted.from_source(b)), (1, 0));
+        assert!(!admitted.per_source.contains_key(&b));
     }
 }

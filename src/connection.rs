@@ -6,8 +6,10 @@
 //! the dispatcher, so each client receives its lines in one well-defined order.
 
 use std::io::{self, Read};
+use std::mem;
 use std::net::TcpStream;
 use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -25,22 +27,24 @@ use crate::reply::ErrorCode;
 const READ_CHUNK: usize = 1024;
 
 /// Once the connection is closing, stop reading after this long even if the peer
-/// neither closes nor is closed by the dispatcher (a backstop; the dispatcher's close
-/// grace normally ends it much sooner).
+/// neither closes nor is closed by the dispatcher, and even if it keeps sending (a
+/// backstop; the dispatcher's close grace normally ends it much sooner).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs one connection until its socket is closed; publishes `Connected` first and
-/// `Closed` last.
+/// While closing, the pause after each read that brought data: the bytes are thrown
+/// away, so there is no hurry, and a client that floods on gets no more of our time.
+const DRAIN_PAUSE: Duration = Duration::from_millis(50);
+
+/// Runs one connection until its socket is closed; publishes `Closed` last.
 ///
-/// `ready` is signalled as soon as `Connected` is queued: the acceptor waits for it, so
-/// every `Connected` is in the dispatcher's queue before the acceptor's final
-/// `AcceptorStopped`, and a shutdown can never miss a client that was just accepted.
+/// The acceptor has already published `Connected` (and the dispatcher has greeted the
+/// client, maybe long before this thread existed), so every event this thread sends
+/// comes after it.
 pub(crate) fn run_connection(
     id: ClientId,
     stream: Arc<TcpStream>,
     events: Sender<Event>,
     config: Arc<Config>,
-    ready: Sender<()>,
 ) {
     // Sends `Closed` when this function ends, however it ends, even by a panic: the
     // dispatcher must always hear that the reader is gone, or the user would linger.
@@ -48,19 +52,8 @@ pub(crate) fn run_connection(
         events: events.clone(),
         id,
     };
-    let connected = Event::Connected {
-        id,
-        transport: stream.clone(),
-    };
-    let accepted = events.send(connected).is_ok();
-    let _ = ready.send(());
-    // Free the one-shot channel now, not when the connection ends: idle connections
-    // are counted in thousands, and each byte they hold is multiplied.
-    drop(ready);
-    if accepted {
-        let mut reader = Reader::new(id, &config, events.clone());
-        reader.read_until_closed(&stream);
-    }
+    let mut reader = Reader::new(id, &config, events);
+    reader.read_until_closed(&stream);
     // Dropping our `Arc` here; the socket (its one file descriptor) is closed when the
     // dispatcher drops its own, after `Closed`.
 }
@@ -89,10 +82,13 @@ struct Reader {
     /// a complete line, so a byte-at-a-time trickle cannot keep it alive.
     idle_deadline: Instant,
     /// The connection is being closed: read and discard until the peer or the
-    /// dispatcher closes it. Reading on (instead of closing at once) lets the client
-    /// receive its `BYE`: closing a socket with unread input makes the kernel send a
-    /// reset, which can destroy the `BYE` before the client reads it.
-    draining: bool,
+    /// dispatcher closes it, or until this deadline. Reading on (instead of closing at
+    /// once) lets the client receive its `BYE`: closing a socket with unread input
+    /// makes the kernel send a reset, which can destroy the `BYE` before the client
+    /// reads it.
+    draining_until: Option<Instant>,
+    /// A line of the last read was over the flood limit.
+    over_budget: bool,
 }
 
 impl Reader {
@@ -105,7 +101,8 @@ impl Reader {
             flood: config.rate_limit.map(|limit| FloodGuard::new(limit, now)),
             idle_timeout: config.idle_timeout,
             idle_deadline: now + config.idle_timeout,
-            draining: false,
+            draining_until: None,
+            over_budget: false,
         }
     }
 
@@ -114,22 +111,29 @@ impl Reader {
         let mut buffer = [0u8; READ_CHUNK];
         let mut frames = Vec::new();
         loop {
-            let timeout = if self.draining {
-                DRAIN_TIMEOUT
-            } else {
-                self.idle_deadline.saturating_duration_since(Instant::now())
+            let now = Instant::now();
+            let deadline = match self.draining_until {
+                Some(deadline) if now >= deadline => return,
+                Some(deadline) => deadline,
+                None => self.idle_deadline,
             };
             // The timeout is what makes the idle limit fire while we block in `read`. It
             // is set before every read because the deadline moves with each complete line;
             // one `setsockopt` costs well under a microsecond, next to a read that wakes a
             // thread. A zero timeout would mean "block forever" to the OS; std refuses it.
-            let timeout = timeout.max(Duration::from_millis(1));
+            let timeout = deadline
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1));
             if stream.set_read_timeout(Some(timeout)).is_err() {
                 return;
             }
             match stream.read(&mut buffer) {
                 Ok(0) => return,
-                Ok(_) if self.draining => {}
+                Ok(_) if self.draining_until.is_some() => {
+                    // Read only to keep the socket open for the `BYE`, and slowly: a
+                    // client that goes on flooding gets no more of our time.
+                    thread::sleep(DRAIN_PAUSE);
+                }
                 Ok(n) => {
                     self.framer.push(&buffer[..n], &mut frames);
                     for frame in frames.drain(..) {
@@ -137,13 +141,15 @@ impl Reader {
                             return; // the dispatcher is gone
                         }
                     }
+                    self.pause_if_over_budget();
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) => {
-                    if self.draining {
-                        return;
-                    }
-                    if Instant::now() >= self.idle_deadline {
+                    // The deadlines are checked against the clock, not trusted to the
+                    // error: a `WouldBlock` also comes back, early, when a read starts
+                    // while the dispatcher is writing this socket in non-blocking mode
+                    // (see `transport.rs`); then we simply read again.
+                    if self.draining_until.is_none() && Instant::now() >= self.idle_deadline {
                         self.fatal(CloseReason::Idle);
                     }
                 }
@@ -152,9 +158,23 @@ impl Reader {
         }
     }
 
+    /// After a read that held lines over the flood limit, stops reading until the
+    /// client has earned a line again (at most `FloodGuard::MAX_PAUSE`). Meanwhile the
+    /// kernel's receive buffer fills and TCP makes the flooder wait: refusing a flood
+    /// costs this server one read per pause, not one event per line.
+    fn pause_if_over_budget(&mut self) {
+        if !mem::take(&mut self.over_budget) || self.draining_until.is_some() {
+            return;
+        }
+        if let Some(flood) = &self.flood {
+            let wait = flood.until_next_token(Instant::now());
+            thread::sleep(wait.min(FloodGuard::MAX_PAUSE));
+        }
+    }
+
     /// Handles one frame; `false` when the dispatcher has gone away.
     fn handle(&mut self, frame: Frame) -> bool {
-        if self.draining {
+        if self.draining_until.is_some() {
             return true;
         }
         let bytes = match frame {
@@ -164,8 +184,7 @@ impl Reader {
             }
             Frame::TooLong => {
                 if !self.within_rate(None) {
-                    return self.draining
-                        || self.send_rejected(ErrorCode::RateLimited, RATE_LIMITED);
+                    return self.answer_limited();
                 }
                 return self.send_rejected(ErrorCode::LineTooLong, "line too long; dropped");
             }
@@ -180,7 +199,7 @@ impl Reader {
         // Every line counts against the flood limit, valid or not: a flood of garbage
         // costs the dispatcher as much as a flood of chat. Only `/quit` is exempt.
         if !self.within_rate(Some(&bytes)) {
-            return self.draining || self.send_rejected(ErrorCode::RateLimited, RATE_LIMITED);
+            return self.answer_limited();
         }
         let Ok(line) = String::from_utf8(bytes) else {
             return self.send_rejected(ErrorCode::InvalidUtf8, "line is not valid UTF-8; dropped");
@@ -189,7 +208,7 @@ impl Reader {
             Ok(Some(command)) => {
                 if matches!(command, Command::Quit(_)) {
                     // Nothing after /quit matters; read on only to let the BYE arrive.
-                    self.draining = true;
+                    self.start_draining();
                 }
                 self.events
                     .send(Event::Command {
@@ -214,12 +233,29 @@ impl Reader {
         };
         match flood.check(Instant::now()) {
             Verdict::Allowed => true,
-            Verdict::Limited => false,
+            Verdict::Limited => {
+                self.over_budget = true;
+                false
+            }
             Verdict::Disconnect => {
                 self.fatal(CloseReason::Flooding);
                 false
             }
         }
+    }
+
+    /// A line was dropped by the flood limit: answers `ERR rate-limited`, but at most
+    /// once a second, so a flood costs the dispatcher almost nothing. `false` when the
+    /// dispatcher has gone away.
+    fn answer_limited(&mut self) -> bool {
+        if self.draining_until.is_some() {
+            return true; // closing for flooding: the `BYE` says it all
+        }
+        let answer = self
+            .flood
+            .as_mut()
+            .is_some_and(|flood| flood.should_answer(Instant::now()));
+        !answer || self.send_rejected(ErrorCode::RateLimited, RATE_LIMITED)
     }
 
     /// Tells the dispatcher to answer `ERR`; `false` when the dispatcher has gone away.
@@ -234,13 +270,17 @@ impl Reader {
 
     /// Asks the dispatcher to close this connection, then keeps draining input.
     fn fatal(&mut self, reason: CloseReason) {
-        if !self.draining {
-            self.draining = true;
+        if self.draining_until.is_none() {
+            self.start_draining();
             let _ = self.events.send(Event::Fatal {
                 id: self.id,
                 reason,
             });
         }
+    }
+
+    fn start_draining(&mut self) {
+        self.draining_until = Some(Instant::now() + DRAIN_TIMEOUT);
     }
 }
 

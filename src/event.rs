@@ -42,6 +42,9 @@ pub enum CloseReason {
     LineTooLong,
     /// The server is shutting down.
     ServerShutdown,
+    /// Admitted, but no thread could be created for the connection (should not happen
+    /// below the connection cap derived from the OS limits).
+    ServerFull,
 }
 
 impl CloseReason {
@@ -56,6 +59,7 @@ impl CloseReason {
             CloseReason::Flooding => "flooding",
             CloseReason::LineTooLong => "line too long",
             CloseReason::ServerShutdown => "server shutting down",
+            CloseReason::ServerFull => "server full",
         }
     }
 }
@@ -73,6 +77,7 @@ impl Display for CloseReason {
             CloseReason::Flooding => f.write_str("flooding"),
             CloseReason::LineTooLong => f.write_str("line too long"),
             CloseReason::ServerShutdown => f.write_str("server shutting down"),
+            CloseReason::ServerFull => f.write_str("server full"),
         }
     }
 }
@@ -81,9 +86,10 @@ impl Display for CloseReason {
 /// [`Server`](crate::Server) handle send these over one crossbeam channel; an embedding
 /// program can send them itself to drive a dispatcher without sockets.
 ///
-/// For one connection, the events arrive in this order: `Connected`, then any number of
-/// `Command`/`Rejected`/`Fatal`, then `Closed`, because one thread sends them all over
-/// one channel, and a channel keeps each sender's order.
+/// For one connection, the events arrive in this order: `Connected` (from the acceptor),
+/// then any number of `Command`/`Rejected`/`Fatal`, then `Closed` (from the connection's
+/// own thread, which the spawner starts only after `Connected` was queued): a channel
+/// keeps the order of sends that happen one after another.
 pub enum Event {
     /// A new client. Its output goes to `transport`.
     Connected {
@@ -110,7 +116,8 @@ pub enum Event {
         /// The explanation.
         text: String,
     },
-    /// The connection thread wants the connection closed (idle, flooding, endless line).
+    /// The connection thread wants the connection closed (idle, flooding, endless
+    /// line), or the spawner could not create a thread for it (server full).
     Fatal {
         /// Which connection.
         id: ClientId,

@@ -23,7 +23,8 @@
 //! | module | its one job |
 //! |---|---|
 //! | [`server`] | [`Server`]: bind, start the threads, the handle to control them |
-//! | `acceptor` (private) | the accept loop, the caps, one named thread per connection |
+//! | `acceptor` (private) | the accept loop, the caps; greets through the dispatcher at once |
+//! | `spawner` (private) | one named thread per connection, created off the accept loop, joined when it ends |
 //! | [`limits`] | the connection cap derived from the OS limits |
 //! | `connection` (private) | a connection thread: read → frame → parse → publish |
 //! | [`frame`] | bytes → lines (the framing its predecessor lacked) |
@@ -40,7 +41,7 @@
 //!
 //! ## Threads
 //!
-//! `acceptor` → one `conn-N` per client → (crossbeam channel) → `dispatcher` → sockets;
+//! `acceptor` → (`spawner`) → one `conn-N` per client → (crossbeam channel) → `dispatcher` → sockets;
 //! `flusher` retries the sockets of clients that read slowly. See the README's
 //! "How it works".
 
@@ -63,6 +64,7 @@ mod outbox;
 pub mod rate;
 pub mod reply;
 pub mod server;
+mod spawner;
 pub mod stats;
 pub mod table;
 pub mod text;

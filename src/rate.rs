@@ -85,6 +85,8 @@ pub struct FloodGuard {
     episode_start: Option<Instant>,
     /// The most recent limited line of the current episode.
     last_limited: Option<Instant>,
+    /// When the client was last told `ERR rate-limited`.
+    last_answer: Option<Instant>,
 }
 
 impl FloodGuard {
@@ -92,6 +94,12 @@ impl FloodGuard {
     pub const FLOOD_DISCONNECT_AFTER: Duration = Duration::from_secs(10);
     /// A flood episode ends when no line was limited for longer than this.
     pub const FLOOD_QUIET_RESET: Duration = Duration::from_secs(1);
+    /// At most one `ERR rate-limited` per this long.
+    pub const ANSWER_EVERY: Duration = Duration::from_secs(1);
+    /// Longest pause in reading a client that is over its budget. Shorter than
+    /// [`Self::FLOOD_QUIET_RESET`], so a pause never ends a flood episode by itself
+    /// (a flooder must still be disconnected after 10 s, whatever the rate).
+    pub const MAX_PAUSE: Duration = Duration::from_millis(500);
 
     /// A guard with a full bucket, so a new client may send a whole burst at once.
     pub fn new(limit: RateLimit, now: Instant) -> Self {
@@ -101,6 +109,7 @@ impl FloodGuard {
             refilled_at: now,
             episode_start: None,
             last_limited: None,
+            last_answer: None,
         }
     }
 
@@ -125,6 +134,32 @@ impl FloodGuard {
             Verdict::Disconnect
         } else {
             Verdict::Limited
+        }
+    }
+
+    /// How long from `now` until the next line would be allowed (zero if one would be
+    /// now). The connection thread stops reading for that long (at most
+    /// [`Self::MAX_PAUSE`]) once a client is over its budget, so that TCP pushes back
+    /// on the flooder instead of the server reading lines only to drop them.
+    pub fn until_next_token(&self, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.refilled_at);
+        let tokens = self.tokens + elapsed.as_secs_f64() * self.limit.per_second;
+        if tokens >= 1.0 - 1e-9 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64((1.0 - tokens) / self.limit.per_second)
+    }
+
+    /// Whether a limited line at `now` should be answered with `ERR rate-limited`: at
+    /// most one answer per second, so refusing a flood costs one line a second, not
+    /// one per refused line.
+    pub fn should_answer(&mut self, now: Instant) -> bool {
+        match self.last_answer {
+            Some(last) if now.saturating_duration_since(last) < Self::ANSWER_EVERY => false,
+            _ => {
+                self.last_answer = Some(now);
+                true
+            }
         }
     }
 
@@ -189,6 +224,31 @@ mod tests {
         // Half a second later one token has come back.
         assert_eq!(guard.check(t0 + ms(500)), Verdict::Allowed);
         assert_eq!(guard.check(t0 + ms(500)), Verdict::Limited);
+    }
+
+    #[test]
+    fn the_wait_for_the_next_token_follows_the_rate() {
+        let t0 = Instant::now();
+        let mut guard = FloodGuard::new(RateLimit::default(), t0);
+        assert_eq!(guard.until_next_token(t0), Duration::ZERO);
+        for _ in 0..10 {
+            guard.check(t0);
+        }
+        // Empty bucket at 2 lines/s: the next token in 500 ms, 200 ms later 300 ms.
+        assert_eq!(guard.until_next_token(t0).as_millis(), 500);
+        assert_eq!(guard.until_next_token(t0 + ms(200)).as_millis(), 300);
+        assert_eq!(guard.until_next_token(t0 + ms(600)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_flood_is_answered_at_most_once_a_second() {
+        let t0 = Instant::now();
+        let mut guard = FloodGuard::new(RateLimit::default(), t0);
+        assert!(guard.should_answer(t0));
+        assert!(!guard.should_answer(t0 + ms(1)));
+        assert!(!guard.should_answer(t0 + ms(999)));
+        assert!(guard.should_answer(t0 + ms(1000)));
+        assert!(!guard.should_answer(t0 + ms(1500)));
     }
 
     #[test]
