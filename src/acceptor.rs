@@ -68,7 +68,7 @@ impl Admitted {
         self.sources.len()
     }
 
-    fn from_source(&self, source: IpAddr) -> usize {
+    fn count_from(&self, source: IpAddr) -> usize {
         self.per_source.get(&source).copied().unwrap_or(0)
     }
 
@@ -139,7 +139,7 @@ impl Acceptor {
                 continue;
             }
             let source = source_key(peer.ip());
-            if self.config.max_per_ip > 0 && admitted.from_source(source) >= self.config.max_per_ip
+            if self.config.max_per_ip > 0 && admitted.count_from(source) >= self.config.max_per_ip
             {
                 self.refuse(&stream, "too many connections from your address");
                 continue;
@@ -280,14 +280,14 @@ mod tests {
         admitted.admit(ClientId(1), a);
         admitted.admit(ClientId(2), a);
         admitted.admit(ClientId(3), b);
-        assert_eq!((admitted.len(), admitted.from_source(a)), (3, 2));
+        assert_eq!((admitted.len(), admitted.count_from(a)), (3, 2));
         let (ended_tx, ended) = crossbeam_channel::unbounded();
         ended_tx.send(ClientId(1)).unwrap();
         ended_tx.send(ClientId(3)).unwrap();
         ended_tx.send(ClientId(99)).unwrap(); // unknown: ignored
         admitted.release(&ended);
         assert_eq!(admitted.len(), 1);
-        assert_eq!((admitted.from_source(a), admitted.from_source(b)), (1, 0));
+        assert_eq!((admitted.count_from(a), admitted.count_from(b)), (1, 0));
         assert!(!admitted.per_source.contains_key(&b));
     }
 }
