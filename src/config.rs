@@ -43,9 +43,26 @@ pub struct Config {
     /// Bytes that do not complete a line do not count, so trickling a byte at a time
     /// (slowloris) does not keep a connection open.
     pub idle_timeout: Duration,
-    /// In rooms with more members than this, `JOIN`, `LEAVE` and `NICK` go only to the
-    /// one concerned. Default 200. Without it, N people arriving in one room cost N²/2
-    /// lines: 112 million for 15,000 users, which no one reads.
+    /// A `JOIN`, `LEAVE` or `NICK` line that would reach more members than this goes
+    /// only to the one concerned (`LEAVE`: to nobody). Default 200. Without it, N people
+    /// arriving in one room cost N²/2 lines: 112 million for 15,000 users, which no one
+    /// reads.
+    ///
+    /// The rule that keeps members consistent (never a `LEAVE` or `NICK` for someone
+    /// they were not told about):
+    ///
+    /// - A user is *announced* in their room when their `JOIN` went to the whole room
+    ///   (the room, them included, had at most `announce_max` members) and so did every
+    ///   `NICK` of theirs since ([`User::announced`](crate::table::User::announced)).
+    /// - The room hears a user's `NICK` and `LEAVE` only while that user is announced,
+    ///   and only if the line reaches at most `announce_max` members. A rename the room
+    ///   does not hear ends the announced state until the user enters a room again.
+    ///
+    /// Why that is enough: every member present at the user's `JOIN` and at each
+    /// rename got the line; a member who arrived later found the user already there
+    /// under their current nick (what `/who` shows). So whoever gets a `LEAVE` or `NICK`
+    /// knows the nick in it. A room that never grows past `announce_max` announces
+    /// everyone, and then every member gets every `JOIN`, `LEAVE` and `NICK`.
     pub announce_max: usize,
     /// Stack size of each connection thread. Default 128 KiB: plenty for reading,
     /// framing and logging, and only touched pages cost memory anyway; it mostly decides

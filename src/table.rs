@@ -36,6 +36,11 @@ pub struct User {
     pub nick: String,
     /// Their current room.
     pub room: String,
+    /// Whether the whole room was told their current nick: their `JOIN` went to every
+    /// member (the room was small enough) and so did every `NICK` since. Only then may
+    /// the room hear their `NICK` and `LEAVE` lines: see "Announcements" in the
+    /// dispatcher's `lifecycle` module and `Config::announce_max`.
+    pub announced: bool,
 }
 
 /// A message kept for replay to joiners.
@@ -188,6 +193,7 @@ impl UserTable {
             User {
                 nick,
                 room: room.to_string(),
+                announced: false,
             },
         );
     }
@@ -208,9 +214,19 @@ impl UserTable {
         Some(std::mem::replace(&mut user.nick, new))
     }
 
-    /// Moves a user to another room (created if needed); returns the old room.
+    /// Records whether the user's room was told their current nick (see
+    /// [`User::announced`]).
+    pub(crate) fn set_announced(&mut self, id: ClientId, announced: bool) {
+        if let Some(user) = self.users.get_mut(&id) {
+            user.announced = announced;
+        }
+    }
+
+    /// Moves a user to another room (created if needed); returns the old room. The new
+    /// room has not been told about them yet.
     pub(crate) fn move_to(&mut self, id: ClientId, room: &str) -> Option<String> {
         let user = self.users.get_mut(&id)?;
+        user.announced = false;
         let old = std::mem::replace(&mut user.room, room.to_string());
         self.rooms
             .entry(room.to_string())

@@ -174,16 +174,30 @@ pub fn validate_nick(s: &str) -> Result<(), NickError> {
 /// The "look" of a nick, used for uniqueness: two nicks collide iff their keys are
 /// equal.
 ///
-/// ASCII letters are lowercased, then `0` becomes `o`, and `1` and `i` become `l`
-/// (after lowercasing, so `I` and `L` are covered too). Hangul is kept as it is.
+/// It folds exactly the characters of the nick alphabet that look alike in common
+/// sans-serif fonts, which are the pairs Unicode's confusables list (UTS #39) gives
+/// within that alphabet, plus case (nicks are case-insensitive):
+///
+/// - ASCII letters are lowercased;
+/// - `0` becomes `o` (`0`, `o`, `O`);
+/// - `1` and `i` become `l` (`1`, `l`, `I`, and so `i` and `L` by case);
+/// - `m` becomes `rn`, as in Unicode's skeletons: the longer spelling, so that the key
+///   is a character-by-character map and `mm`, `rnm`, `mrn` and `rnrn` all agree.
+///
+/// Not folded, because a reader sees the difference: digits standing for letters
+/// (`4`/`a`, `5`/`s`, `2`/`z`, `8`/`b`, `3`/`e`: `Ev4n` is not `Evan`), `vv`/`w`,
+/// `cl`/`d`, `_`/`-`. Hangul syllables are kept as they are.
 pub fn nick_key(s: &str) -> String {
-    s.chars()
-        .map(|c| match c.to_ascii_lowercase() {
-            '0' => 'o',
-            '1' | 'i' => 'l',
-            other => other,
-        })
-        .collect()
+    let mut key = String::with_capacity(s.len() + 1);
+    for c in s.chars() {
+        match c.to_ascii_lowercase() {
+            '0' => key.push('o'),
+            '1' | 'i' => key.push('l'),
+            'm' => key.push_str("rn"),
+            other => key.push(other),
+        }
+    }
+    key
 }
 
 /// True when `s` is, or looks like, one of the server's own names, or like one of
@@ -315,12 +329,42 @@ mod tests {
 
     #[test]
     fn nick_keys_fold_lookalikes() {
-        assert_eq!(nick_key("Evan"), nick_key("EVAN"));
-        assert_eq!(nick_key("Bill"), nick_key("B1ll"));
-        assert_eq!(nick_key("BILL"), nick_key("b1LI"));
+        let alike = [
+            ("Evan", "EVAN"),
+            ("Bill", "B1ll"),
+            ("BILL", "b1LI"),
+            ("bill", "biil"),
+            ("Root", "R00T"),
+            ("mallory", "rnallory"),
+            ("Mallory", "RNALL0RY"),
+            ("mm", "rnrn"),
+            ("rnm", "mrn"),
+        ];
+        for (a, b) in alike {
+            assert_eq!(nick_key(a), nick_key(b), "{a} {b}");
+        }
         assert_eq!(nick_key("R00t"), "root");
-        assert_ne!(nick_key("Evan"), nick_key("Ev4n"));
+        assert_eq!(nick_key("Mi1o"), "rnllo");
         assert_eq!(nick_key("밤손님"), "밤손님");
+    }
+
+    #[test]
+    fn nick_keys_keep_what_looks_different() {
+        let different = [
+            ("Evan", "Ev4n"),
+            ("sam", "5am"),
+            ("zed", "2ed"),
+            ("bob", "8ob"),
+            ("eve", "3ve"),
+            ("wes", "vves"),
+            ("dan", "clan"),
+            ("a_b", "a-b"),
+            ("rn", "n"),
+            ("밤손님", "밤손넘"),
+        ];
+        for (a, b) in different {
+            assert_ne!(nick_key(a), nick_key(b), "{a} {b}");
+        }
     }
 
     #[test]
@@ -338,6 +382,9 @@ mod tests {
             "everyone",
             "An0nymous",
             "n0b0dy",
+            "adrnin",
+            "RNOD",
+            "Moderat0r",
         ] {
             assert_eq!(validate_nick(nick), Err(NickError::Reserved), "{nick}");
         }

@@ -118,25 +118,31 @@ fn control_characters_never_reach_others() {
     assert!(a.line().starts_with("ERR invalid-room "));
 }
 
-/// Lookalike nicks: case, digits for letters, other scripts, fullwidth letters.
+/// Lookalike nicks: case, `0`/`O`, `1`/`l`/`I` and `rn`/`m` are taken by look; other
+/// scripts and fullwidth letters are refused outright; a digit that only stands for a
+/// letter (`Ev4n`) is not a lookalike.
 #[test]
 fn lookalike_nicks_are_refused() {
     let server = start_server(test_config());
     let _evan = Client::named(server.local_addr(), "evan");
     let _bill = Client::named(server.local_addr(), "Bill");
+    let _mallory = Client::named(server.local_addr(), "mallory");
     let mut b = Client::connect(server.local_addr());
     b.sync();
     let cases = [
         ("EVAN", "ERR nick-taken "),       // case
         ("Evan", "ERR nick-taken "),       // case
-        ("B1LL", "ERR nick-taken "),       // digits for letters
+        ("B1LL", "ERR nick-taken "),       // 1 for l
         ("bi1l", "ERR nick-taken "),       // i, l and 1 look alike
+        ("rnallory", "ERR nick-taken "),   // rn looks like m
+        ("RNALL0RY", "ERR nick-taken "),   // and 0 like O
         ("еvan", "ERR invalid-nick "),     // Cyrillic е: other scripts are refused
         ("ｅｖａｎ", "ERR invalid-nick "), // fullwidth letters
         ("3van-no", "ERR invalid-nick "),  // must start with a letter
         ("server", "ERR nick-reserved "),
         ("ADMIN", "ERR nick-reserved "),
         ("Serv3r", "NICK "), // 3 is not a lookalike of e: allowed
+        ("Ev4n", "NICK "),   // nor is 4 of a: a reader sees the digit
     ];
     for (nick, expected) in cases {
         b.send(&format!("/nick {nick}"));

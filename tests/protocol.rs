@@ -430,29 +430,109 @@ fn dropping_the_server_shuts_it_down() {
     assert_eq!(a.expect_bye(), "server shutting down");
 }
 
-/// In rooms bigger than `--announce-max`, JOIN and LEAVE go only to the one concerned,
-/// so a crowd arriving does not cost everyone a line per arrival.
-#[test]
-fn big_rooms_do_not_announce_joins() {
-    let server = start_server(Config {
+/// A server whose rooms count as big from their third member on.
+fn server_with_announce_max_2() -> underworld_line::Server {
+    start_server(Config {
         announce_max: 2,
         ..test_config()
-    });
+    })
+}
+
+/// In rooms bigger than `--announce-max`, a JOIN goes only to the joiner, so a crowd
+/// arriving does not cost everyone a line per arrival; and someone whose JOIN the room
+/// did not get leaves without a LEAVE.
+#[test]
+fn big_rooms_do_not_announce_joins() {
+    let server = server_with_announce_max_2();
     let mut a = Client::named(server.local_addr(), "alice");
-    let mut b = Client::named(server.local_addr(), "bob");
-    // Two members: still announced.
+    let _b = Client::named(server.local_addr(), "bob");
+    // Two members: bob's arrival and rename were announced.
     let seen = a.sync();
     assert!(
         seen.iter().any(|l| l.starts_with("JOIN lobby ")),
         "{seen:?}"
     );
-    let c = Client::connect(server.local_addr());
+    assert!(seen.iter().any(|l| l.ends_with(" bob")), "{seen:?}");
+    let mut c = Client::connect(server.local_addr());
     // Three members: carol's JOIN went only to carol (she read it in `connect`).
-    let seen = a.sync();
-    assert!(seen.iter().all(|l| !l.starts_with("JOIN")), "{seen:?}");
-    drop(c);
-    // Her LEAVE, in a room of two again, is announced.
-    b.expect_prefix("LEAVE lobby ");
+    assert!(a.sync().is_empty());
+    c.send("/quit");
+    assert_eq!(c.expect_bye(), "quit");
+    // The room is two again, but it was never told about carol.
+    assert!(a.sync().is_empty());
+}
+
+/// The case from issue 11, with `--announce-max 2`: obs and alice are announced, bob
+/// arrives third (his JOIN and his rename go only to him), and when he quits the room
+/// is two again, yet neither of them gets a LEAVE for a bob they were never told about.
+#[test]
+fn no_leave_for_someone_whose_join_was_not_sent() {
+    let server = server_with_announce_max_2();
+    let mut obs = Client::named(server.local_addr(), "obs");
+    let mut alice = Client::named(server.local_addr(), "alice");
+    let seen = obs.sync();
+    assert!(seen.iter().any(|l| l.ends_with(" alice")), "{seen:?}");
+    let mut bob = Client::named(server.local_addr(), "bob");
+    assert!(obs.sync().is_empty());
+    assert!(alice.sync().is_empty());
+
+    bob.send("/quit");
+    assert_eq!(bob.expect_bye(), "quit");
+    assert!(obs.sync().is_empty());
+    assert!(alice.sync().is_empty());
+}
+
+/// With `--announce-max 2`, a room that shrinks back to two still says nothing about
+/// the member who arrived while it was big: not their rename, not their leave. The
+/// members who were announced still are: their LEAVE and NICK reach everyone, the
+/// latecomer included (it found them in the room when it arrived).
+#[test]
+fn a_shrunken_room_stays_silent_about_those_who_came_while_it_was_big() {
+    let server = server_with_announce_max_2();
+    let mut obs = Client::named(server.local_addr(), "obs");
+    let mut alice = Client::named(server.local_addr(), "alice");
+    let mut bob = Client::named(server.local_addr(), "bob");
+    obs.sync();
+
+    alice.send("/quit");
+    assert_eq!(alice.expect_bye(), "quit");
+    obs.next_is("LEAVE lobby alice quit");
+    bob.next_is("LEAVE lobby alice quit");
+
+    // Two members now. Bob's rename reaches only bob: obs never heard of him.
+    bob.send("/nick robert");
+    bob.next_is("NICK bob robert");
+    // Obs's rename reaches bob too; obs's very next line is its own NICK, not bob's.
+    obs.send("/nick watcher");
+    obs.next_is("NICK obs watcher");
+    bob.next_is("NICK obs watcher");
+
+    bob.send("/quit");
+    assert_eq!(bob.expect_bye(), "quit");
+    assert!(obs.sync().is_empty());
+}
+
+/// With `--announce-max 2`, a rename while the room is too big reaches only the one who
+/// renamed; the room, which knows only the old nick, then hears nothing more of them
+/// (neither NICK nor LEAVE), even once it is small again.
+#[test]
+fn a_rename_the_room_did_not_hear_silences_the_renamer() {
+    let server = server_with_announce_max_2();
+    let mut alice = Client::named(server.local_addr(), "alice");
+    let mut bob = Client::named(server.local_addr(), "bob");
+    alice.sync();
+    let mut carol = Client::named(server.local_addr(), "carol");
+
+    alice.send("/nick alicia");
+    alice.next_is("NICK alice alicia");
+    carol.send("/quit");
+    assert_eq!(carol.expect_bye(), "quit");
+    // Two members again, but bob knows her only as alice.
+    alice.send("/nick ally");
+    alice.next_is("NICK alicia ally");
+    alice.send("/quit");
+    assert_eq!(alice.expect_bye(), "quit");
+    assert!(bob.sync().is_empty());
 }
 
 /// List replies stop at 200 entries; the `END` line keeps the true count.

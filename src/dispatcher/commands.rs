@@ -148,7 +148,13 @@ impl DispatcherState {
             new: &new,
         }
         .to_line();
-        self.announce(table, &user.room, id, line.as_bytes());
+        // The room may hear the rename only if it knew the old nick, and only while it
+        // is small enough. A rename the room does not hear leaves it knowing a nick that
+        // no longer exists, so from now on it hears nothing more of this user (their
+        // later NICK and LEAVE lines) until they enter a room again.
+        let to_room = user.announced && self.few_enough(table.members(&user.room).len());
+        table.set_announced(id, to_room);
+        self.tell_room_or_one(table, &user.room, id, to_room, line.as_bytes());
         self.notify(|| ChatEvent::NickChanged {
             old: user.nick.clone(),
             new,

@@ -62,9 +62,21 @@ impl DispatcherState {
     }
 
     /// Tells the room (and the joiner) about a join, and replays the room's history.
-    pub(super) fn enter_room(&mut self, table: &UserTable, id: ClientId, nick: &str, room: &str) {
+    ///
+    /// The joiner is already a member, so `JOIN` goes to the whole room only if the room,
+    /// the joiner included, is small enough; that decides whether the joiner counts as
+    /// announced (see [`Config::announce_max`](crate::Config::announce_max)).
+    pub(super) fn enter_room(
+        &mut self,
+        table: &mut UserTable,
+        id: ClientId,
+        nick: &str,
+        room: &str,
+    ) {
         let join = Reply::Join { room, nick }.to_line();
-        self.announce(table, room, id, join.as_bytes());
+        let announced = self.few_enough(table.members(room).len());
+        table.set_announced(id, announced);
+        self.tell_room_or_one(table, room, id, announced, join.as_bytes());
         for entry in table.history(room) {
             let time = format_utc(entry.time);
             let line = Reply::Hist {
@@ -80,17 +92,22 @@ impl DispatcherState {
         });
     }
 
-    /// Tells a room that someone left it (they are no longer a member).
+    /// Tells a room that someone left it (they are no longer a member, so the line goes
+    /// to those who remain).
+    ///
+    /// Only if the room was told the leaver's nick (`user.announced`): members who never
+    /// got their `JOIN` must not get their `LEAVE`. And only if the remaining room is
+    /// small enough, for the cost (see [`Config::announce_max`](crate::Config::announce_max)).
     pub(super) fn left_room(&mut self, table: &UserTable, user: &User, reason: &str) {
-        let leave = Reply::Leave {
-            room: &user.room,
-            nick: &user.nick,
-            reason,
-        }
-        .to_line();
-        let members = table.members(&user.room);
-        if members.len() <= self.config.announce_max {
-            self.out.send_all(members, leave.as_bytes());
+        let remaining = table.members(&user.room);
+        if user.announced && self.few_enough(remaining.len()) {
+            let leave = Reply::Leave {
+                room: &user.room,
+                nick: &user.nick,
+                reason,
+            }
+            .to_line();
+            self.out.send_all(remaining, leave.as_bytes());
         }
         self.notify_left(user, reason);
     }
@@ -104,18 +121,24 @@ impl DispatcherState {
         });
     }
 
-    /// `JOIN`/`NICK` lines: to the whole room while it is small enough, otherwise only
-    /// to the one concerned (see `Config::announce_max`).
-    pub(super) fn announce(
+    /// Whether a `JOIN`, `LEAVE` or `NICK` line that would reach this many members is
+    /// cheap enough to send (see [`Config::announce_max`](crate::Config::announce_max)).
+    pub(super) fn few_enough(&self, recipients: usize) -> bool {
+        recipients <= self.config.announce_max
+    }
+
+    /// A `JOIN` or `NICK` line: to every member of the room, or only to the one it is
+    /// about (who always learns their own join or rename).
+    pub(super) fn tell_room_or_one(
         &mut self,
         table: &UserTable,
         room: &str,
         concerned: ClientId,
+        to_room: bool,
         line: &[u8],
     ) {
-        let members = table.members(room);
-        if members.len() <= self.config.announce_max {
-            self.out.send_all(members, line);
+        if to_room {
+            self.out.send_all(table.members(room), line);
         } else {
             self.out.send(concerned, line);
         }
