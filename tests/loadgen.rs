@@ -1,4 +1,4 @@
-//! Smoke tests of the load generator (`examples/loadgen.rs`): every workload in a tiny
+//! Smoke tests of the load generator (`examples/loadgen/`): every workload in a tiny
 //! configuration against an in-process server. They check that each run completes, exits
 //! 0 and reports what it should (everyone accepted, nothing lost...), and assert nothing
 //! about timing: latency on a busy CI machine proves nothing either way.
