@@ -16,6 +16,8 @@ pub(crate) fn run_fanout(fleet: &mut Fleet, opts: &Options) -> Result<String, St
     let spec = RoundSpec {
         rate: opts.rate.unwrap_or(1000.0),
         pad: opts.pad.unwrap_or(0),
+        payload: opts.payload,
+        slow_join_at: None,
         duration: opts.duration.unwrap_or(5.0),
         warmup: opts.warmup.unwrap_or(1.0),
     };
@@ -101,6 +103,8 @@ pub(crate) fn run_saturate(fleet: &mut Fleet, opts: &Options) -> Result<String, 
         let spec = RoundSpec {
             rate,
             pad: opts.pad.unwrap_or(0),
+            payload: opts.payload,
+            slow_join_at: None,
             duration,
             warmup,
         };

@@ -40,9 +40,23 @@ pub(crate) enum State {
     Closed,
 }
 
-/// Receives the `MSG` lines; everything else the fleet handles (or ignores) itself.
+/// Receives the `MSG` lines, and (if it wants them) every other server line after the
+/// fleet has handled it.
 pub(crate) trait Sink {
     fn on_msg(&mut self, conn: usize, room: &str, text: &str, now_ns: u64);
+    /// Any line but `MSG`, split into its keyword and the rest (`ERR`, `PONG`, `BYE`...).
+    fn on_line(&mut self, _conn: usize, _keyword: &str, _rest: &str, _now_ns: u64) {}
+}
+
+/// Which source address (127.0.0.N) each new connection is bound to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Source {
+    /// 127.0.0.1 for the first `CONNECTIONS_PER_SOURCE` connections, then .2, .3...
+    Rotate,
+    /// Round robin over 127.0.0.1 .. 127.0.0.K.
+    Spread(usize),
+    /// Always this address.
+    Fixed(Ipv4Addr),
 }
 
 /// For phases that measure nothing (connecting, joining rooms).
@@ -73,6 +87,8 @@ pub(crate) struct Conn {
     /// Already on the fleet's list of connections to flush.
     pub(crate) dirty: bool,
     pub(crate) started: Instant,
+    /// When the server's `HELLO` arrived.
+    pub(crate) hello_at: Option<Instant>,
     pub(crate) closed_ns: Option<u64>,
     /// How it ended ("eof", "reset", "read-closed", "connect: ...").
     pub(crate) how_closed: String,
@@ -122,6 +138,10 @@ pub(crate) struct Fleet {
     pub(crate) room_counter: u64,
     pub(crate) label: String,
     pub(crate) last_progress: Instant,
+    /// Source address policy for new connections.
+    pub(crate) source: Source,
+    /// SO_RCVBUF for new connections (`None`: the kernel's default, which autotunes).
+    pub(crate) rcvbuf: Option<usize>,
 }
 
 impl Fleet {
@@ -152,6 +172,8 @@ impl Fleet {
             room_counter: 0,
             label: String::new(),
             last_progress: Instant::now(),
+            source: Source::Rotate,
+            rcvbuf: None,
         })
     }
 
@@ -216,15 +238,25 @@ impl Fleet {
             out: Vec::new(),
             dirty: false,
             started: Instant::now(),
+            hello_at: None,
             closed_ns: None,
             how_closed: String::new(),
             bye: None,
         };
         // Source address 127.0.0.1, then .2, .3 ...: each has its own 28,232 ports.
-        let source_index = self.connects_started / CONNECTIONS_PER_SOURCE;
+        let source = match self.source {
+            Source::Rotate => {
+                let index = self.connects_started / CONNECTIONS_PER_SOURCE;
+                Ipv4Addr::new(127, 0, 0, (1 + index).min(254) as u8)
+            }
+            Source::Spread(k) => {
+                let index = self.connects_started % k.clamp(1, 254);
+                Ipv4Addr::new(127, 0, 0, (1 + index) as u8)
+            }
+            Source::Fixed(ip) => ip,
+        };
         self.connects_started += 1;
-        let source = Ipv4Addr::new(127, 0, 0, (1 + source_index).min(254) as u8);
-        match connect_from(source, self.addr) {
+        match connect_from(source, self.addr, self.rcvbuf) {
             Ok(mut stream) => {
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 match self
@@ -541,6 +573,7 @@ impl Fleet {
                 if conn.state == State::AwaitHello {
                     conn.nick = rest.split(' ').next().unwrap_or("").to_string();
                     conn.state = State::Open;
+                    conn.hello_at = Some(Instant::now());
                     self.handshaking = self.handshaking.saturating_sub(1);
                     self.accepted += 1;
                 }
@@ -566,9 +599,15 @@ impl Fleet {
             }
             "ERR" => {
                 self.err_lines += 1;
-                self.last_err = Some(rest.chars().take(120).collect());
+                // Reused, not reallocated: a flooder receives millions of these.
+                let last = self.last_err.get_or_insert_with(String::new);
+                last.clear();
+                last.extend(rest.chars().take(120));
             }
             _ => {} // JOIN/LEAVE of others, HIST, NOTICE, NICK...: not needed here.
+        }
+        if keyword != "MSG" {
+            sink.on_line(i, keyword, rest, now_ns);
         }
     }
 
@@ -687,18 +726,20 @@ impl Fleet {
         }
     }
 
-    /// A slow client writes a tiny `/ping` now and then, without reading the answer. Why:
+    /// A slow client writes an empty line now and then, without reading anything. Why:
     /// when the server drops a client whose receive window is full, its FIN is queued
     /// behind the unsent data and never reaches us; but any data we send to a closed
     /// socket is answered with a reset, which epoll reports at once. So the drop is seen
-    /// within one `POKE_INTERVAL`. (It also keeps an --idle-timeout from dropping it for
-    /// the wrong reason.)
+    /// within one `POKE_INTERVAL`. An empty line costs the server nothing: it answers
+    /// nothing and does not count it against the flood limit (a `/ping` would, and ten a
+    /// second would end in `BYE flooding` under the default limit). It also keeps an
+    /// --idle-timeout from dropping the client for the wrong reason.
     pub(crate) fn poke(&mut self, i: usize) {
         let conn = &mut self.conns[i];
         let Some(stream) = conn.stream.as_mut() else {
             return;
         };
-        match stream.write(b"/ping slow\n") {
+        match stream.write(b"\n") {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -739,10 +780,18 @@ impl Fleet {
     }
 }
 
-/// A non-blocking TCP connect from `source` (port chosen by the kernel) to `server`.
-pub(crate) fn connect_from(source: Ipv4Addr, server: SocketAddrV4) -> io::Result<TcpStream> {
+/// A non-blocking TCP connect from `source` (port chosen by the kernel) to `server`,
+/// with `rcvbuf` as SO_RCVBUF if given (set before connecting, so the window scale fits).
+pub(crate) fn connect_from(
+    source: Ipv4Addr,
+    server: SocketAddrV4,
+    rcvbuf: Option<usize>,
+) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
+    if let Some(bytes) = rcvbuf {
+        socket.set_recv_buffer_size(bytes)?;
+    }
     socket.bind(&SocketAddr::V4(SocketAddrV4::new(source, 0)).into())?;
     match socket.connect(&SocketAddr::V4(server).into()) {
         Ok(()) => {}

@@ -38,6 +38,16 @@ workloads:
   step      adds --step clients at a time up to --max-clients (or until refused); at each
             step, 100 broadcasts (4 in flight) timed until every client has one; stops
             when their p95 passes 500 ms (the websocket-shootout method)
+  storm     --clients connections started at --connect-rate per second by the clock,
+            however many are still in their handshake: time from connect() to HELLO
+            p50/p99/max, greeted / stuck (no HELLO within --stuck-after) / refused /
+            failed, and the kernel's ListenOverflows, ListenDrops and SyncookiesSent
+            growth over the run (/proc/net/netstat, system-wide); then closes them all
+  flood     --flooders clients from one address writing `x\n` as fast as the socket
+            takes it (and reading what comes back) for --duration s, while --probers
+            clients from 127.0.0.2 send `/ping` at --ping-rate in total: lines sent,
+            ERR rate-limited per flooder per second, BYE reasons, ping p50/p99/max and
+            (with --pid) the server's CPU as % of one core
 
 options:
   --addr IP:PORT       server address, in 127.0.0.0/8       [127.0.0.1:2022]
@@ -52,14 +62,29 @@ options:
                                                               saturate 2]
   --warmup SECS        sending before measuring starts       [fanout/slow 1, saturate 0.5]
   --connect-rate R     new connections per second            [2000]
-  --pid PID            the server's pid: report its RSS, threads and fds (from /proc)
+  --pid PID            the server's pid: report its RSS, threads and fds, or (flood)
+                       its CPU time (from /proc); it must exist
   --slow K             clients that never read (slow)        [2]
+  --slow-join-at SECS  slow: the non-readers join the room SECS after the senders
+                       start (all at once); without it they join before
+  --slow-rcvbuf BYTES  slow: SO_RCVBUF of the non-readers     [kernel default]
+  --no-baseline        slow: skip the baseline round
+  --payload BYTES      chat line length in bytes, numbers and filler together (fanout,
+                       saturate, slow; 40..1000); overrides --pad
   --pad BYTES          filler appended to every chat line    [0; slow: 900, so that the
                                                               slow clients' kernel buffers
                                                               (~4 MB) fill within seconds]
   --rounds N           saturate: at most N rounds            [12]
   --step N             step: clients added per step          [1000]
   --max-clients N      step: stop adding there               [20000, capped by our fd limit]
+  --src-ips K          spread connections round robin over 127.0.0.1 .. 127.0.0.K
+                       [1 to 254; default: .1 for the first 20000, then .2 ...]
+  --stuck-after SECS   storm: no HELLO within this of connect() counts as stuck [5]
+  --flooders F         flood: flooding clients, all from 127.0.0.1   [1]
+  --ping-rate R        flood: /ping round trips per second, all probers [20]
+  --probers P          flood: probing clients from 127.0.0.2 [enough that each sends
+                       <= 1.5 pings/s, under the server's default limit of 2 lines/s]
+  --reconnect          flood: a flooder the server closed connects again at once
   --json               one JSON line on stdout instead of the human table
   --help               this text
 
@@ -69,11 +94,13 @@ Progress goes to stderr about once a second. Exit status 0 when the run complete
 
 mod fanout;
 mod fleet;
+mod flood;
 mod idle;
 mod report;
 mod round;
 mod slow;
 mod step;
+mod storm;
 
 // ---------------------------------------------------------------------------------------
 // Command line
@@ -86,6 +113,8 @@ pub(crate) enum Workload {
     Saturate,
     Slow,
     Step,
+    Storm,
+    Flood,
 }
 
 impl Workload {
@@ -96,6 +125,8 @@ impl Workload {
             Workload::Saturate => "saturate",
             Workload::Slow => "slow",
             Workload::Step => "step",
+            Workload::Storm => "storm",
+            Workload::Flood => "flood",
         }
     }
 }
@@ -118,6 +149,16 @@ pub(crate) struct Options {
     pub(crate) step: usize,
     pub(crate) max_clients: usize,
     pub(crate) json: bool,
+    pub(crate) src_ips: Option<usize>,
+    pub(crate) stuck_after: f64,
+    pub(crate) flooders: usize,
+    pub(crate) ping_rate: f64,
+    pub(crate) probers: Option<usize>,
+    pub(crate) reconnect: bool,
+    pub(crate) payload: Option<usize>,
+    pub(crate) slow_join_at: Option<f64>,
+    pub(crate) slow_rcvbuf: Option<usize>,
+    pub(crate) no_baseline: bool,
 }
 
 enum Parsed {
@@ -136,6 +177,8 @@ fn parse_args(args: &[String]) -> Result<Parsed, String> {
         Some("saturate") => Workload::Saturate,
         Some("slow") => Workload::Slow,
         Some("step") => Workload::Step,
+        Some("storm") => Workload::Storm,
+        Some("flood") => Workload::Flood,
         Some(other) => return Err(format!("unknown workload `{other}`")),
         None => return Err("missing workload".to_string()),
     };
@@ -155,11 +198,32 @@ fn parse_args(args: &[String]) -> Result<Parsed, String> {
         step: 1000,
         max_clients: 20_000,
         json: false,
+        src_ips: None,
+        stuck_after: 5.0,
+        flooders: 1,
+        ping_rate: 20.0,
+        probers: None,
+        reconnect: false,
+        payload: None,
+        slow_join_at: None,
+        slow_rcvbuf: None,
+        no_baseline: false,
     };
     while let Some(flag) = iter.next() {
-        if flag == "--json" {
-            opts.json = true;
-            continue;
+        match flag.as_str() {
+            "--json" => {
+                opts.json = true;
+                continue;
+            }
+            "--reconnect" => {
+                opts.reconnect = true;
+                continue;
+            }
+            "--no-baseline" => {
+                opts.no_baseline = true;
+                continue;
+            }
+            _ => {}
         }
         let value = iter
             .next()
@@ -182,7 +246,16 @@ fn parse_args(args: &[String]) -> Result<Parsed, String> {
             "--duration" => opts.duration = Some(parse_seconds(flag, value)?),
             "--warmup" => opts.warmup = Some(parse_seconds(flag, value)?),
             "--connect-rate" => opts.connect_rate = parse_positive(flag, value)?,
-            "--pid" => opts.pid = Some(value.parse().map_err(|_| format!("--pid: `{value}`"))?),
+            "--pid" => {
+                let pid: u32 = value
+                    .parse()
+                    .map_err(|_| format!("--pid: `{value}` is not a process id"))?;
+                // A typo here would otherwise run the whole benchmark and report nothing.
+                if !std::path::Path::new(&format!("/proc/{pid}/stat")).exists() {
+                    return Err(format!("--pid: no process with pid {pid}"));
+                }
+                opts.pid = Some(pid);
+            }
             "--slow" => opts.slow = parse_count(flag, value, 0)?,
             "--pad" => {
                 // The server's default --max-line is 1024; the rest of the line is < 60.
@@ -195,6 +268,33 @@ fn parse_args(args: &[String]) -> Result<Parsed, String> {
             "--rounds" => opts.rounds = parse_count(flag, value, 1)?,
             "--step" => opts.step = parse_count(flag, value, 1)?,
             "--max-clients" => opts.max_clients = parse_count(flag, value, 1)?,
+            "--src-ips" => {
+                let k = parse_count(flag, value, 1)?;
+                if k > 254 {
+                    return Err(format!("--src-ips: {k} is over 254"));
+                }
+                opts.src_ips = Some(k);
+            }
+            "--stuck-after" => opts.stuck_after = parse_seconds(flag, value)?,
+            "--flooders" => opts.flooders = parse_count(flag, value, 1)?,
+            "--ping-rate" => {
+                let rate = parse_positive(flag, value)?;
+                if rate > 10_000.0 {
+                    return Err(format!("--ping-rate: {rate} is over 10000"));
+                }
+                opts.ping_rate = rate;
+            }
+            "--probers" => opts.probers = Some(parse_count(flag, value, 1)?),
+            "--payload" => {
+                // The server's default --max-line is 1024 bytes.
+                let payload = parse_count(flag, value, 40)?;
+                if payload > 1000 {
+                    return Err(format!("--payload: {payload} is over 1000"));
+                }
+                opts.payload = Some(payload);
+            }
+            "--slow-join-at" => opts.slow_join_at = Some(parse_seconds(flag, value)?),
+            "--slow-rcvbuf" => opts.slow_rcvbuf = Some(parse_count(flag, value, 1)?),
             _ => return Err(format!("unknown option `{flag}`")),
         }
     }
@@ -239,7 +339,7 @@ fn main() {
         }
     };
     let fd_limit = raise_fd_limit();
-    let wanted = opts.clients.unwrap_or(0) + opts.slow;
+    let wanted = opts.clients.unwrap_or(0) + opts.slow + opts.flooders;
     if wanted as u64 + 64 > fd_limit {
         eprintln!("[loadgen] warning: {wanted} connections wanted but our fd limit is {fd_limit}");
     }
@@ -250,12 +350,17 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if let Some(k) = opts.src_ips {
+        fleet.source = fleet::Source::Spread(k);
+    }
     let result = match opts.workload {
         Workload::Idle => idle::run_idle(&mut fleet, &opts),
         Workload::Fanout => fanout::run_fanout(&mut fleet, &opts),
         Workload::Saturate => fanout::run_saturate(&mut fleet, &opts),
         Workload::Slow => slow::run_slow(&mut fleet, &opts),
         Workload::Step => step::run_step(&mut fleet, &opts, fd_limit),
+        Workload::Storm => storm::run_storm(&mut fleet, &opts),
+        Workload::Flood => flood::run_flood(&mut fleet, &opts),
     };
     fleet.quit_all();
     match result {

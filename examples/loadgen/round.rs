@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::fleet::{open_clients, Fleet, Sink, State, SYNC_TIMEOUT};
-use crate::report::{cpu_time, jf, json_array, ms, Obj};
+use crate::report::{cpu_time, jf, jnum, json_array, ms, pages_to_mib, tcp_mem_pages, Obj};
 use crate::Options;
 
 /// Latency histogram range, in microseconds: 1 us .. 1 hour, 3 significant digits.
@@ -17,7 +17,7 @@ pub(crate) const HIST_MAX_US: u64 = 3_600_000_000;
 pub(crate) const DRAIN_MAX: Duration = Duration::from_secs(10);
 /// ...and give up sooner when nothing at all arrives for this long.
 pub(crate) const DRAIN_IDLE: Duration = Duration::from_secs(2);
-/// Slow clients send `/ping` this often (see `Fleet::poke`).
+/// Slow clients send an empty line this often (see `Fleet::poke`).
 pub(crate) const POKE_INTERVAL: Duration = Duration::from_millis(100);
 /// After a slow round, how long at most to wait for the server to drop the slow clients
 /// (as long as the round itself, within these bounds: a server drops a client whose
@@ -41,7 +41,11 @@ pub(crate) const PAD: &str = concat!(
     "................................................................................",
     "................................................................................",
     "................................................................................",
+    "................................................................................",
 );
+/// How often the kernel's TCP memory (/proc/net/sockstat) is sampled during a round
+/// with slow clients.
+pub(crate) const TCP_MEM_SAMPLE: Duration = Duration::from_millis(200);
 
 /// What one receiver has seen of one sender's sequence numbers: enough to tell lost,
 /// duplicated and reordered messages apart in 16 bytes.
@@ -88,6 +92,12 @@ pub(crate) struct FanoutTracker {
     pub(crate) reordered: u64,
     /// Lines in the room that were not ours or did not parse.
     pub(crate) foreign: u64,
+    /// The last distinct delivery to any receiver (ns on the fleet clock; the round's
+    /// start before the first), and the longest time between two of them.
+    pub(crate) last_delivery_ns: u64,
+    pub(crate) max_gap_ns: u64,
+    /// When that longest gap ended.
+    pub(crate) max_gap_end_ns: u64,
 }
 
 impl Sink for FanoutTracker {
@@ -128,6 +138,12 @@ impl Sink for FanoutTracker {
         pair.received += 1;
         self.delivered += 1;
         self.last_delivery = Instant::now();
+        let gap = now_ns.saturating_sub(self.last_delivery_ns);
+        if gap > self.max_gap_ns {
+            self.max_gap_ns = gap;
+            self.max_gap_end_ns = now_ns;
+        }
+        self.last_delivery_ns = self.last_delivery_ns.max(now_ns);
         if send_ns >= self.measure_from_ns {
             self.measured += 1;
             self.last_measured_ns = now_ns;
@@ -143,6 +159,11 @@ pub(crate) struct RoundSpec {
     pub(crate) rate: f64,
     /// Filler bytes after `lg <sender> <seq> <send_ns> `.
     pub(crate) pad: usize,
+    /// If set: the whole chat line's length, the filler made to fit (overrides `pad`).
+    pub(crate) payload: Option<usize>,
+    /// If set: the slow clients join the room this many seconds after the sending
+    /// starts (all at once), instead of before it.
+    pub(crate) slow_join_at: Option<f64>,
     pub(crate) duration: f64,
     pub(crate) warmup: f64,
 }
@@ -150,7 +171,89 @@ pub(crate) struct RoundSpec {
 pub(crate) struct SlowDrop {
     /// Seconds from the start of the round's clock; `None`: not dropped.
     pub(crate) dropped_after_s: Option<f64>,
+    /// Seconds from the start of the round's clock to its joining the room (when its own
+    /// JOIN came back); `None`: it never joined.
+    pub(crate) joined_after_s: Option<f64>,
     pub(crate) how: String,
+}
+
+impl SlowDrop {
+    /// Seconds from joining the room to being dropped.
+    pub(crate) fn dropped_after_join_s(&self) -> Option<f64> {
+        Some((self.dropped_after_s? - self.joined_after_s?).max(0.0))
+    }
+}
+
+/// A round's slow clients: keeps them poked (see `Fleet::poke`), joins them to the room
+/// mid-round if asked, and samples the kernel's TCP memory.
+struct SlowSide<'a> {
+    slow: &'a [usize],
+    room: String,
+    join_at_ns: Option<u64>,
+    /// The `/ping` token the mid-round joiners wait for, once they have been sent.
+    join_token: Option<u64>,
+    /// Per slow client: when its JOIN came back (ns); reading until then.
+    joined_ns: Vec<Option<u64>>,
+    last_poke: Instant,
+    last_sample: Instant,
+    tcp_mem_start: Option<u64>,
+    tcp_mem_peak: Option<u64>,
+}
+
+impl SlowSide<'_> {
+    fn tick(&mut self, fleet: &mut Fleet) {
+        if self.slow.is_empty() {
+            return;
+        }
+        let now_ns = fleet.now_ns();
+        if let (Some(at), None) = (self.join_at_ns, self.join_token) {
+            if now_ns >= at {
+                fleet.ping_token += 1;
+                let token = fleet.ping_token;
+                self.join_token = Some(token);
+                for &i in self.slow {
+                    if fleet.is_open(i) {
+                        fleet.conns[i].room = self.room.clone();
+                        fleet.conns[i].joined = false;
+                        fleet.send(i, format_args!("/join {}", self.room));
+                        fleet.send(i, format_args!("/ping {token}"));
+                    }
+                }
+                fleet.flush();
+            }
+        }
+        if let Some(token) = self.join_token {
+            // A joiner reads until its own JOIN and the PONG after it, then never again.
+            for (k, &i) in self.slow.iter().enumerate() {
+                let c = &fleet.conns[i];
+                if self.joined_ns[k].is_none() && c.reading && c.joined && c.pong >= token {
+                    self.joined_ns[k] = Some(now_ns);
+                    fleet.stop_reading(i);
+                }
+            }
+        }
+        if self.last_poke.elapsed() >= POKE_INTERVAL {
+            self.last_poke = Instant::now();
+            for &i in self.slow {
+                fleet.poke(i);
+            }
+        }
+        if self.last_sample.elapsed() >= TCP_MEM_SAMPLE {
+            self.sample();
+        }
+    }
+
+    fn sample(&mut self) {
+        self.last_sample = Instant::now();
+        if let Some(pages) = tcp_mem_pages() {
+            self.tcp_mem_peak = Some(self.tcp_mem_peak.map_or(pages, |p| p.max(pages)));
+        }
+    }
+}
+
+/// Decimal digits of `n`.
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 pub(crate) struct RoundResult {
@@ -178,6 +281,15 @@ pub(crate) struct RoundResult {
     pub(crate) skipped: u64,
     pub(crate) loadgen_cpu_pct: f64,
     pub(crate) slow: Vec<SlowDrop>,
+    pub(crate) payload: Option<usize>,
+    /// The longest time without a delivery to any receiver, and when it ended (seconds
+    /// from the round's start).
+    pub(crate) max_gap_us: u64,
+    pub(crate) max_gap_end_s: f64,
+    /// Kernel TCP memory (pages, system-wide) when the round started and at its peak;
+    /// sampled only in rounds with slow clients.
+    pub(crate) tcp_mem_start: Option<u64>,
+    pub(crate) tcp_mem_peak: Option<u64>,
 }
 
 impl RoundResult {
@@ -204,7 +316,12 @@ pub(crate) fn run_round(
         return Err("no clients left to send or receive".to_string());
     }
     let room = fleet.fresh_room();
-    let members: Vec<usize> = receivers.iter().chain(slow).copied().collect();
+    let join_late = spec.slow_join_at.is_some();
+    let members: Vec<usize> = receivers
+        .iter()
+        .chain(if join_late { &[][..] } else { slow })
+        .copied()
+        .collect();
     let missing = fleet.join_room(&members, &room);
     if missing > 0 {
         return Err(format!(
@@ -252,14 +369,35 @@ pub(crate) fn run_round(
         duplicated: 0,
         reordered: 0,
         foreign: 0,
+        last_delivery_ns: start_ns,
+        max_gap_ns: 0,
+        max_gap_end_ns: 0,
     };
-    for &i in slow {
-        fleet.stop_reading(i);
+    let mut side = SlowSide {
+        slow,
+        room: room.clone(),
+        join_at_ns: spec.slow_join_at.map(|t| start_ns + (t * 1e9) as u64),
+        join_token: None,
+        joined_ns: vec![None; slow.len()],
+        last_poke: Instant::now(),
+        last_sample: Instant::now(),
+        tcp_mem_start: None,
+        tcp_mem_peak: None,
+    };
+    if !slow.is_empty() {
+        side.sample();
+        side.tcp_mem_start = side.tcp_mem_peak;
+    }
+    if !join_late {
+        let now_ns = fleet.now_ns();
+        for (k, &i) in slow.iter().enumerate() {
+            fleet.stop_reading(i);
+            side.joined_ns[k] = Some(now_ns);
+        }
     }
     let cpu_before = cpu_time();
     let wall_before = Instant::now();
     let skipped_before = fleet.send_skipped;
-    let mut last_poke = Instant::now();
     let send_deadline = Instant::now()
         + Duration::from_secs_f64(spec.warmup + spec.duration)
         + Duration::from_secs(5);
@@ -279,19 +417,22 @@ pub(crate) fn run_round(
             }
             let s = (m % senders.len() as u64) as usize;
             let seq = m / senders.len() as u64;
-            let filler = &PAD[..spec.pad];
+            let pad = match spec.payload {
+                // `lg S SEQ NS ` and then the filler.
+                Some(len) => {
+                    let prefix = 6 + digits(s as u64) + digits(seq) + digits(due_ns);
+                    len.saturating_sub(prefix)
+                }
+                None => spec.pad,
+            };
+            let filler = &PAD[..pad.min(PAD.len())];
             if fleet.send(senders[s], format_args!("lg {s} {seq} {due_ns} {filler}")) {
                 tracker.queued[s] += 1;
                 fleet.chat_sent += 1;
             }
             m += 1;
         }
-        if !slow.is_empty() && last_poke.elapsed() >= POKE_INTERVAL {
-            last_poke = Instant::now();
-            for &i in slow {
-                fleet.poke(i);
-            }
-        }
+        side.tick(fleet);
         let next_due_ns = start_ns + (m as f64 * interval_ns) as u64;
         let wait = Duration::from_nanos(next_due_ns.saturating_sub(fleet.now_ns()));
         fleet.turn(wait.min(Duration::from_millis(20)), &mut tracker);
@@ -305,12 +446,7 @@ pub(crate) fn run_round(
         && Instant::now() < drain_deadline
         && tracker.last_delivery.elapsed() < DRAIN_IDLE
     {
-        if !slow.is_empty() && last_poke.elapsed() >= POKE_INTERVAL {
-            last_poke = Instant::now();
-            for &i in slow {
-                fleet.poke(i);
-            }
-        }
+        side.tick(fleet);
         fleet.turn(Duration::from_millis(20), &mut tracker);
     }
     let cpu_used = cpu_time().saturating_sub(cpu_before);
@@ -322,21 +458,19 @@ pub(crate) fn run_round(
     while slow.iter().any(|&i| fleet.conns[i].state != State::Closed)
         && Instant::now() < slow_deadline
     {
-        if last_poke.elapsed() >= POKE_INTERVAL {
-            last_poke = Instant::now();
-            for &i in slow {
-                fleet.poke(i);
-            }
-        }
+        side.tick(fleet);
         fleet.turn(Duration::from_millis(20), &mut tracker);
     }
     let slow_report = slow
         .iter()
-        .map(|&i| {
+        .enumerate()
+        .map(|(k, &i)| {
             let c = &fleet.conns[i];
             SlowDrop {
                 dropped_after_s: c
                     .closed_ns
+                    .map(|ns| ns.saturating_sub(start_ns) as f64 / 1e9),
+                joined_after_s: side.joined_ns[k]
                     .map(|ns| ns.saturating_sub(start_ns) as f64 / 1e9),
                 how: if c.state == State::Closed {
                     c.how_closed.clone()
@@ -387,6 +521,11 @@ pub(crate) fn run_round(
         skipped: fleet.send_skipped - skipped_before,
         loadgen_cpu_pct: 100.0 * cpu_used.as_secs_f64() / wall_used.as_secs_f64().max(1e-9),
         slow: slow_report,
+        payload: spec.payload,
+        max_gap_us: tracker.max_gap_ns / 1000,
+        max_gap_end_s: tracker.max_gap_end_ns.saturating_sub(start_ns) as f64 / 1e9,
+        tcp_mem_start: side.tcp_mem_start,
+        tcp_mem_peak: side.tcp_mem_peak,
     })
 }
 
@@ -400,6 +539,8 @@ pub(crate) fn round_json(r: &RoundResult) -> String {
                     "dropped_after_s",
                     &s.dropped_after_s.map_or("null".to_string(), jf),
                 )
+                .raw("joined_after_s", &jnum(s.joined_after_s))
+                .raw("dropped_after_join_s", &jnum(s.dropped_after_join_s()))
                 .str("how", &s.how)
                 .end()
         })
@@ -410,6 +551,7 @@ pub(crate) fn round_json(r: &RoundResult) -> String {
         .int("senders", r.senders as u64)
         .num("rate_msgs_per_s", r.rate)
         .int("pad_bytes", r.pad as u64)
+        .raw("payload_bytes", &jnum(r.payload.map(|p| p as f64)))
         .num("duration_s", r.duration)
         .int("sent", r.sent)
         .int("expected_deliveries", r.expected)
@@ -428,6 +570,13 @@ pub(crate) fn round_json(r: &RoundResult) -> String {
         .int("disconnected", r.disconnected as u64)
         .int("send_skipped", r.skipped)
         .num("loadgen_cpu_pct", r.loadgen_cpu_pct)
+        .num("max_gap_ms", ms(r.max_gap_us))
+        .num("max_gap_end_s", r.max_gap_end_s)
+        .raw(
+            "tcp_mem_start_mib",
+            &jnum(r.tcp_mem_start.map(pages_to_mib)),
+        )
+        .raw("tcp_mem_peak_mib", &jnum(r.tcp_mem_peak.map(pages_to_mib)))
         .raw("slow_clients", &json_array(&slow))
         .end()
 }
@@ -468,6 +617,9 @@ pub(crate) fn fanout_setup(
 ) -> Result<(Vec<usize>, Vec<usize>), String> {
     let n = opts.clients.unwrap_or(default_clients);
     let s = opts.senders.unwrap_or(10).min(n);
+    if let Some(asked) = opts.senders.filter(|&asked| asked > n) {
+        eprintln!("[loadgen] --senders {asked} lowered to {n}: there are only {n} clients");
+    }
     fleet.set_label(&format!("{}: connecting", opts.workload.name()));
     let clients = open_clients(fleet, n, opts.connect_rate)?;
     let senders = clients[..s].to_vec();
