@@ -330,9 +330,9 @@ pub(crate) fn run_flood(fleet: &mut Fleet, opts: &Options) -> Result<String, Str
             .iter()
             .map(|fl| {
                 let mut o = Obj::new()
-                    .int("lines_sent", fl.bytes / 2)
-                    .int("rate_limited", fl.rate_limited)
-                    .num("rate_limited_per_s", per_s(fl))
+                    .int("lines", fl.bytes / 2)
+                    .int("err_rate_limited", fl.rate_limited)
+                    .num("err_rate_limited_per_s", per_s(fl))
                     .int("other_err", fl.other_err)
                     .num("connected_s", fl.connected_s)
                     .int("connections", fl.connections)

@@ -52,16 +52,16 @@ workloads:
 options:
   --addr IP:PORT       server address, in 127.0.0.0/8       [127.0.0.1:2022]
   --clients N          connections                           [idle 1000, fanout/slow 100,
-                                                              saturate 1000]
+                                                              saturate/storm 1000]
   --senders S          how many of the clients send          [min(10, clients)]
   --rate R             messages/s offered, all senders together
                                                              [fanout/slow 1000; saturate:
                                                               first round, 50000/clients]
   --duration SECS      measured time (idle: holding time; saturate: per round)
                                                              [idle 2, fanout 5, slow 8,
-                                                              saturate 2]
+                                                              saturate 2, flood 12]
   --warmup SECS        sending before measuring starts       [fanout/slow 1, saturate 0.5]
-  --connect-rate R     new connections per second            [2000]
+  --connect-rate R     new connections per second (storm: the storm's rate)  [2000]
   --pid PID            the server's pid: report its RSS, threads and fds, or (flood)
                        its CPU time (from /proc); it must exist
   --slow K             clients that never read (slow)        [2]
