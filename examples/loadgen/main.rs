@@ -43,7 +43,7 @@ workloads:
             p50/p99/max, greeted / stuck (no HELLO within --stuck-after) / refused /
             failed, and the kernel's ListenOverflows, ListenDrops and SyncookiesSent
             growth over the run (/proc/net/netstat, system-wide); then closes them all
-  flood     --flooders clients from one address writing `x\n` as fast as the socket
+  flood     --flooders clients from one address writing `x\\n` as fast as the socket
             takes it (and reading what comes back) for --duration s, while --probers
             clients from 127.0.0.2 send `/ping` at --ping-rate in total: lines sent,
             ERR rate-limited per flooder per second, BYE reasons, ping p50/p99/max and
