@@ -1,4 +1,4 @@
-//! Smoke tests of the load generator (`examples/loadgen.rs`): every workload in a tiny
+//! Smoke tests of the load generator (`examples/loadgen/`): every workload in a tiny
 //! configuration against an in-process server. They check that each run completes, exits
 //! 0 and reports what it should (everyone accepted, nothing lost...), and assert nothing
 //! about timing: latency on a busy CI machine proves nothing either way.
@@ -262,6 +262,173 @@ fn step_adds_clients_step_by_step() {
     assert_eq!(values(&json, "clients"), ["2", "4"], "{json}");
     assert_eq!(values(&json, "refused"), ["0", "0"], "{json}");
     assert_eq!(values(&json, "last_passing_clients").len(), 1, "{json}");
+    stop(server);
+}
+
+/// `storm`, small: every client is greeted within the window, none stuck, and the
+/// kernel counters are reported (as numbers, or null where /proc/net/netstat is absent).
+#[test]
+fn storm_greets_everyone_and_reports_the_kernel_counters() {
+    let server = start_server(test_config());
+    let json = loadgen_json(
+        &server,
+        &[
+            "storm",
+            "--clients",
+            "60",
+            "--connect-rate",
+            "600",
+            "--src-ips",
+            "2",
+        ],
+    );
+    assert_eq!(number(&json, "greeted"), 60, "{json}");
+    assert_eq!(number(&json, "stuck"), 0, "{json}");
+    assert_eq!(number(&json, "refused"), 0, "{json}");
+    assert_eq!(number(&json, "failed"), 0, "{json}");
+    for key in ["hello_p50_ms", "hello_p99_ms", "hello_max_ms"] {
+        assert_eq!(values(&json, key).len(), 1, "{key}: {json}");
+    }
+    for key in ["listen_overflows", "listen_drops", "syncookies_sent"] {
+        let found = values(&json, key);
+        assert_eq!(found.len(), 1, "{key}: {json}");
+        assert!(
+            found[0] == "null" || found[0].parse::<u64>().is_ok(),
+            "{key}: {json}"
+        );
+    }
+    stop(server);
+}
+
+/// `flood` against the default flood limit: the flooders are answered `ERR rate-limited`,
+/// the probers' pings come back, and the server's CPU is measured (the server runs in
+/// this process, so our own pid).
+#[test]
+fn flood_is_rate_limited_and_the_prober_gets_its_pongs() {
+    let mut config = test_config();
+    config.rate_limit = underworld_line::Config::default().rate_limit;
+    assert!(config.rate_limit.is_some(), "the default has a flood limit");
+    let server = start_server(config);
+    let pid = std::process::id().to_string();
+    let json = loadgen_json(
+        &server,
+        &[
+            "flood",
+            "--flooders",
+            "2",
+            "--duration",
+            "1.5",
+            "--ping-rate",
+            "4",
+            "--pid",
+            &pid,
+        ],
+    );
+    assert_eq!(number(&json, "flooders"), 2, "{json}");
+    assert!(number(&json, "lines_sent") > 0, "{json}");
+    assert!(number(&json, "rate_limited") > 0, "{json}");
+    // One entry per flooder.
+    assert_eq!(values(&json, "err_rate_limited").len(), 2, "{json}");
+    assert!(number(&json, "pings_sent") > 0, "{json}");
+    assert!(number(&json, "pongs") > 0, "{json}");
+    // 4 pings/s over 3 probers stays under the limit: no prober is punished.
+    assert_eq!(number(&json, "probers"), 3, "{json}");
+    assert_eq!(number(&json, "prober_rate_limited"), 0, "{json}");
+    assert_eq!(number(&json, "prober_byes"), 0, "{json}");
+    for key in ["ping_p50_ms", "ping_p99_ms", "ping_max_ms", "server_cpu_s"] {
+        let found = values(&json, key);
+        assert_eq!(found.len(), 1, "{key}: {json}");
+        assert_ne!(found[0], "null", "{key}: {json}");
+    }
+    stop(server);
+}
+
+/// `slow` with the new options: non-readers joining mid-round with a small receive
+/// buffer, 200-byte lines, no baseline. Every reader still gets every line; the joins,
+/// the longest gap and the kernel's TCP memory are reported.
+#[test]
+fn slow_non_readers_can_join_mid_round() {
+    let server = start_server(test_config());
+    let json = loadgen_json(
+        &server,
+        &[
+            "slow",
+            "--clients",
+            "3",
+            "--senders",
+            "2",
+            "--slow",
+            "2",
+            "--slow-join-at",
+            "0.2",
+            "--slow-rcvbuf",
+            "8192",
+            "--payload",
+            "200",
+            "--rate",
+            "20",
+            "--duration",
+            "0.6",
+            "--warmup",
+            "0",
+            "--no-baseline",
+        ],
+    );
+    assert!(!json.contains("\"baseline\""), "{json}");
+    assert!(json.contains("\"with_slow\":{"), "{json}");
+    assert_eq!(values(&json, "lost"), ["0"], "{json}");
+    assert_eq!(number(&json, "payload_bytes"), 200, "{json}");
+    assert_eq!(number(&json, "slow_total"), 2, "{json}");
+    // Both joined (whether the server dropped them yet depends on timing).
+    let joined = values(&json, "joined_after_s");
+    assert_eq!(joined.len(), 2, "{json}");
+    assert!(joined.iter().all(|&v| v != "null"), "{json}");
+    for key in ["readers_max_gap_ms", "readers_p99_ms", "readers_max_ms"] {
+        assert_eq!(values(&json, key).len(), 1, "{key}: {json}");
+    }
+    assert_eq!(
+        values(&json, "tcp_mem_peak_mib").len(),
+        2,
+        "round and summary: {json}"
+    );
+    stop(server);
+}
+
+/// `--pid` of a process that does not exist is a usage error; `--senders` above
+/// `--clients` is lowered, and says so.
+#[test]
+fn missing_pid_is_refused_and_too_many_senders_are_lowered() {
+    let missing = loadgen(&["idle", "--pid", "4294967295"]);
+    assert_eq!(missing.status.code(), Some(2), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("no process with pid 4294967295"),
+        "{}",
+        missing.stderr
+    );
+
+    let server = start_server(test_config());
+    let addr = server.local_addr().to_string();
+    let run = loadgen(&[
+        "fanout",
+        "--addr",
+        &addr,
+        "--clients",
+        "2",
+        "--senders",
+        "5",
+        "--rate",
+        "10",
+        "--duration",
+        "0.2",
+        "--warmup",
+        "0",
+    ]);
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("--senders 5 lowered to 2"),
+        "{}",
+        run.stderr
+    );
     stop(server);
 }
 
