@@ -146,10 +146,6 @@ impl Acceptor {
             }
             let id = ClientId(next_id);
             next_id += 1;
-            if let Err(e) = configure(&stream) {
-                log::debug!("could not configure {id}'s socket (gone already?): {e}");
-                continue;
-            }
             self.admit(id, peer, Arc::new(stream), &spawner);
             admitted.admit(id, source);
         }
@@ -242,14 +238,6 @@ fn source_key(ip: IpAddr) -> IpAddr {
             }
         },
     }
-}
-
-/// Socket options every client connection gets.
-fn configure(stream: &TcpStream) -> io::Result<()> {
-    // Chat lines are small and interactive: send them at once rather than waiting to
-    // fill a packet (Nagle). Our own batching already coalesces under load.
-    stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))
 }
 
 #[cfg(test)]

@@ -52,11 +52,30 @@ pub(crate) fn run_connection(
         events: events.clone(),
         id,
     };
+    // Set here rather than by the acceptor, which must stay as quick as it can (see
+    // `acceptor.rs`); the dispatcher's first writes do not depend on them.
+    if let Err(e) = configure(&stream) {
+        log::debug!("{id}: could not configure the socket (gone already?): {e}");
+    }
     let mut reader = Reader::new(id, &config, events);
     reader.read_until_closed(&stream);
     // Dropping our `Arc` here; the socket (its one file descriptor) is closed when the
     // dispatcher drops its own, after `Closed`.
 }
+
+/// Socket options every client connection gets.
+fn configure(stream: &TcpStream) -> io::Result<()> {
+    // Chat lines are small and interactive: send them at once rather than waiting to
+    // fill a packet (Nagle). Our own batching already coalesces under load.
+    stream.set_nodelay(true)?;
+    // Writes are non-blocking (see `transport.rs`); this smallest write timeout (one
+    // kernel tick) is the backstop that bounds a write that would block after all.
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))
+}
+
+/// The smallest write timeout the OS takes (std turns it into 1 µs, the kernel rounds
+/// it up to one scheduler tick).
+const WRITE_TIMEOUT: Duration = Duration::from_nanos(1);
 
 /// Publishes `Closed` for its connection when dropped.
 struct SendOnDrop {

@@ -130,6 +130,12 @@ impl SpawnerState {
         match spawned {
             Ok(thread) => {
                 self.running.insert(id, thread);
+                // Creating threads is the costly part of a burst of arrivals, and this
+                // thread could keep a core busy with it for a while. Giving up the
+                // rest of the time slice after each one lets the acceptor (and the
+                // dispatcher) run first whenever they are waiting for a core, so the
+                // listen queue keeps being drained.
+                thread::yield_now();
             }
             Err(e) => {
                 // Should not happen below the derived cap; handled all the same. The
