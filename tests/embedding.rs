@@ -196,7 +196,7 @@ fn notice_room_reaches_only_that_room() {
 }
 
 /// `whisper` sends `DM server <nick> <text>` to one user only; the nick is matched by
-/// its look (`alice` finds `Alice`), and the line shows the real one.
+/// its look (`alice` finds `Alice`), and both the line and the result show the real one.
 #[test]
 fn whisper_reaches_one_user() {
     let server = start_server(test_config());
@@ -204,7 +204,10 @@ fn whisper_reaches_one_user() {
     let mut alice = Client::named(addr, "Alice");
     let mut bob = Client::named(addr, "Bob");
 
-    assert_eq!(server.whisper("alice", "your table is ready"), Ok(()));
+    assert_eq!(
+        server.whisper("alice", "your table is ready"),
+        Ok("Alice".to_string())
+    );
     alice.expect("DM server Alice your table is ready");
     let seen = bob.sync();
     assert!(
@@ -223,7 +226,7 @@ fn kick_disconnects_with_a_reason() {
     let mut alice = Client::named(addr, "Alice");
     let mut bob = Client::named(addr, "Bob");
 
-    assert_eq!(server.kick("Alice", "spamming"), Ok(()));
+    assert_eq!(server.kick("Alice", "spamming"), Ok("Alice".to_string()));
     assert_eq!(alice.expect_bye(), "kicked: spamming");
     bob.expect("LEAVE lobby Alice kicked: spamming");
     let nicks: Vec<String> = server
