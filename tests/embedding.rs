@@ -649,3 +649,28 @@ fn headless_example_prints_a_transcript() {
         );
     }
 }
+
+/// `headless --help` and `embed --help` print their usage and exit 0 instead of running;
+/// an argument they do not know is a usage error (exit 2).
+#[test]
+fn the_examples_answer_help() {
+    for example in ["headless", "embed"] {
+        let help = Process::new(common::example_binary(example))
+            .arg("--help")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the example");
+        assert_eq!(help.status.code(), Some(0), "{example} --help");
+        let usage = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            usage.starts_with(&format!("usage: {example}")),
+            "{example} --help printed {usage:?}"
+        );
+        let bogus = Process::new(common::example_binary(example))
+            .arg("--bogus")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the example");
+        assert_eq!(bogus.status.code(), Some(2), "{example} --bogus");
+    }
+}
