@@ -92,6 +92,47 @@ fn typed_text_stays_on_screen_while_messages_arrive() {
     server.join();
 }
 
+/// A line wider than the terminal wraps onto a second row; a message that arrives then
+/// is printed above both rows, and no piece of the typed line is left among the
+/// messages (the first row of a long line used to stay behind).
+#[test]
+fn a_line_wider_than_the_terminal_stays_whole() {
+    let server = start_server(test_config());
+    let mut terminal = Terminal::start(server.local_addr());
+    terminal.wait_for("the greeting", |screen| screen.contains("-- you are "));
+    let mut other = Client::connect(server.local_addr());
+    terminal.wait_for("the other user's arrival", |screen| {
+        screen.contains(&format!("--> {} joined lobby", other.nick))
+    });
+
+    let long: String = (0..130)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let (first_row, second_row) = long.split_at(usize::from(COLUMNS) - "> ".len());
+    terminal.type_keys(long.as_bytes());
+    terminal.wait_for("the long line on two rows", |screen| {
+        screen.prompt_row() == Some(second_row)
+    });
+    other.send("meanwhile");
+    let screen = terminal.wait_for("the message, then the long line again", |screen| {
+        screen.contains(&format!("<{}> meanwhile", other.nick))
+            && screen.prompt_row() == Some(second_row)
+    });
+    let message = screen.row_index(&format!("<{}> meanwhile", other.nick));
+    let typed_rows: Vec<usize> = (0..screen.rows.len())
+        .filter(|&row| screen.rows[row].contains(&first_row[10..40]))
+        .collect();
+    assert_eq!(
+        typed_rows,
+        [message + 1],
+        "the typed line's first row is not (only) right under the message:\n{}",
+        screen.text
+    );
+    assert_eq!(screen.rows[message + 1], format!("> {first_row}"));
+    server.shutdown();
+    server.join();
+}
+
 /// Tab completes a nick the client has seen (`/w Qu<Tab>`) and a command name
 /// (`/jo<Tab>`); Ctrl-C on an empty line quits with 0, like Ctrl-D.
 #[test]
@@ -311,10 +352,9 @@ impl Screen {
         self.rows.iter().any(|row| row.contains(text))
     }
 
-    /// The row that holds the cursor, if it is the editor's (starts with the prompt).
+    /// The row that holds the cursor (the editor's last row while you type).
     fn prompt_row(&self) -> Option<&str> {
-        let row = self.rows.get(self.cursor.0)?;
-        row.starts_with('>').then_some(row.as_str())
+        self.rows.get(self.cursor.0).map(String::as_str)
     }
 
     /// The index of the last row containing `text`; panics if there is none.
