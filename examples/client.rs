@@ -1,4 +1,4 @@
-//! A small, friendlier terminal client for Underworld-Line (std only, no crates).
+//! A friendlier terminal client for Underworld-Line, with a real line editor.
 //!
 //! Run it (the server first, in another terminal):
 //!
@@ -10,59 +10,108 @@
 //! ```
 //!
 //! Type a line to send it to your room; every command of the server (`/nick`, `/join`,
-//! `/w`, `/help`, ...) is typed as is. `/quit` leaves.
+//! `/w`, `/help`, ...) is typed as is. `/quit`, Ctrl-D, or Ctrl-C on an empty line leave.
 //!
 //! # Two threads
 //!
-//! - The **reader thread** reads the socket and prints every server line the moment it
+//! - The **reader thread** reads the socket and shows every server line the moment it
 //!   arrives: the server pushes, so the client never polls. It renders each protocol line
 //!   for people (`MSG lobby Bob hi` becomes `[lobby] <Bob> hi`), after stripping every
 //!   control character the network sent. When the connection ends (`BYE` or EOF) it is
 //!   the reader thread that ends the process: see [`finish`].
-//! - The **main thread** reads stdin line by line and sends each line to the server. At
-//!   `/quit`, or at the end of stdin, it sends `/quit` and waits (at most [`QUIT_GRACE`])
-//!   for the reader thread to see the server's `BYE`.
+//! - The **main thread** reads what you type and sends each line to the server. At
+//!   `/quit`, Ctrl-D, Ctrl-C on an empty line, or the end of a pipe, it sends `/quit` and
+//!   waits (at most [`QUIT_GRACE`]) for the reader thread to see the server's `BYE`.
 //!
-//! Exit codes: 0 when you quit (`/quit` or end of stdin), 1 when the server closed the
-//! connection on its own (`BYE server shutting down`, a kick, ...), 2 when the client
-//! could not start (bad arguments, cannot connect).
+//! # The line editor
 //!
-//! The pure functions (framing, stripping, rendering) have unit tests at the end of this
-//! file: `cargo test --example client`. The behaviour tests, which run this client against
-//! a server, are in `tests/client.rs`.
+//! At a terminal (stdin and stdout both terminals), the main thread reads with
+//! [rustyline](https://docs.rs/rustyline), and the reader thread prints through its
+//! `ExternalPrinter`: the editor clears the line being edited, prints the message above
+//! it, and draws your half-typed line again with the cursor where it was. It also gives
+//! history (Up/Down) and Tab completion of command names and of the nicks seen so far.
+//! Without a terminal (a pipe, a file) there is no editor: lines are read and printed
+//! plainly, so scripts see nothing but text.
+//!
+//! Why rustyline: it is the one well-kept Rust line editor whose printer from another
+//! thread is immediate (it wakes the editor through a pipe) and that costs a handful of
+//! small crates. reedline (nushell's) also has an external printer, but it polls for it
+//! (100 ms by default) and brings crossterm, serde and chrono; linefeed had the right
+//! design (a lock to write above the prompt) but has not been maintained since 2020;
+//! a hand-made editor on crossterm would be hundreds of lines of cursor arithmetic.
+//!
+//! Exit codes: 0 when you quit, 1 when the server closed the connection on its own
+//! (`BYE server shutting down`, a kick, ...) or could not be reached, 2 for a usage error.
+//!
+//! The pure functions (framing, stripping, rendering, completion) have unit tests at the
+//! end of this file: `cargo test --example client`. The behaviour tests, which run this
+//! client against a server, are in `tests/client.rs` (pipes) and `tests/client_pty.rs`
+//! (a pseudo-terminal, for the line editor).
 
+use std::collections::BTreeSet;
 use std::env;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::TcpStream;
 use std::process::{self, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use nix::sys::termios::{self, SetArg, Termios};
+use rustyline::completion::Completer;
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::DefaultHistory;
+use rustyline::validate::Validator;
+use rustyline::{
+    Cmd, ConditionalEventHandler, Config, Context, Editor, Event, EventContext, EventHandler,
+    ExternalPrinter, Helper, KeyEvent, Movement, RepeatCount,
+};
 
 /// Where `cargo run --example client` connects without an argument: the server's default.
 const DEFAULT_ADDR: &str = "127.0.0.1:2022";
 
-/// The longest line the client accepts, from the server or from stdin (the server's own
-/// limit is far lower: 1024 bytes by default). Longer lines are discarded as they arrive,
-/// so a hostile server cannot make the client buffer without bound.
+/// The longest line the client accepts, from the server or from you (the server's own
+/// limit is far lower: 1024 bytes by default). Longer lines from the server are discarded
+/// as they arrive, so a hostile server cannot make the client buffer without bound.
 const MAX_LINE: usize = 64 * 1024;
 
 /// How long to wait for the server's `BYE` after sending `/quit`.
-const QUIT_GRACE: Duration = Duration::from_secs(2);
+const QUIT_GRACE: Duration = Duration::from_secs(1);
 
-/// The prompt shown in interactive mode.
+/// How long the reader thread lets the line editor draw the last lines before it puts
+/// the terminal back and ends the process (see [`Screen::close`]).
+const EDITOR_CATCH_UP: Duration = Duration::from_millis(100);
+
+/// The prompt shown in front of the line being edited.
 const PROMPT: &str = "> ";
+
+/// The commands Tab completes, as typed (the server's `/help` lists the same).
+const COMMANDS: [&str; 11] = [
+    "/help", "/join", "/me", "/msg", "/nick", "/ping", "/quit", "/rooms", "/users", "/w", "/who",
+];
+
+const USAGE: &str = "\
+usage: cargo run --example client [-- [HOST:PORT]]
+
+  HOST:PORT    the server (default 127.0.0.1:2022)
+  -h, --help   this text
+
+At a terminal: Up/Down for history, Tab completes commands and nicks,
+Ctrl-D or Ctrl-C on an empty line quits. Exit code: 0 after a quit,
+1 when the server closed the connection or could not be reached, 2 for a usage error.";
 
 fn main() -> ExitCode {
     let addr = match parse_args(env::args().skip(1)) {
-        Ok(Some(addr)) => addr,
-        Ok(None) => {
-            println!("{USAGE}   (default {DEFAULT_ADDR})");
+        Ok(Args::Connect(addr)) => addr,
+        Ok(Args::Help) => {
+            println!("{USAGE}");
             return ExitCode::SUCCESS;
         }
         Err(message) => {
-            eprintln!("{message}\n{USAGE}   (default {DEFAULT_ADDR})");
+            eprintln!("client: {message}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -70,7 +119,7 @@ fn main() -> ExitCode {
         Ok(stream) => stream,
         Err(err) => {
             eprintln!("client: cannot connect to {addr}: {err}");
-            return ExitCode::from(2);
+            return ExitCode::from(1);
         }
     };
     // One handle for each thread: the reader thread reads, the main thread writes.
@@ -78,70 +127,76 @@ fn main() -> ExitCode {
         Ok(read_half) => read_half,
         Err(err) => {
             eprintln!("client: cannot clone the socket: {err}");
-            return ExitCode::from(2);
+            return ExitCode::from(1);
         }
     };
 
     let console = Console::detect();
-    let session = Arc::new(Session {
-        started: Instant::now(),
-        user_quit: AtomicBool::new(false),
-        ending: AtomicBool::new(false),
-    });
-
-    let reader_session = Arc::clone(&session);
-    let spawned = thread::Builder::new().name("reader".into()).spawn(move || {
-        let ending = read_server(BufReader::new(read_half), console);
-        finish(ending, &reader_session, console)
-    });
-    if let Err(err) = spawned {
-        eprintln!("client: cannot start the reader thread: {err}");
-        return ExitCode::from(2);
-    }
-
-    send_stdin(stream, &session, console);
-
-    // We only get here when the user quit (or the socket broke) and the reader thread has
-    // not ended the process within QUIT_GRACE: the server never said BYE.
-    if !session.claim_ending() {
-        // Except that it did, just now: the reader thread is finishing and will exit the
-        // process. Printing here too would show the last lines twice.
-        loop {
-            thread::park();
+    let session = Arc::new(Session::new(console.colours));
+    if console.interactive {
+        match LineEditor::new(&session) {
+            Ok((editor, screen)) => {
+                start_reader(read_half, screen, &session);
+                editor.send_lines(stream, &session);
+            }
+            Err(err) => {
+                eprintln!("client: cannot start the line editor: {err}");
+                return ExitCode::from(1);
+            }
         }
-    }
-    console.show(&paint(
-        "-- no answer from the server; leaving anyway",
-        Paint::Server,
-        console.colours,
-    ));
-    console.show(&paint(
-        &session_summary(session.started.elapsed()),
-        Paint::Server,
-        console.colours,
-    ));
-    if session.user_quit.load(Ordering::SeqCst) {
-        ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        start_reader(read_half, Screen::Plain, &session);
+        send_stdin(stream, &session);
+    }
+    give_up_waiting(&session)
+}
+
+// ---------------------------------------------------------------------------------------
+// Arguments
+// ---------------------------------------------------------------------------------------
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+enum Args {
+    Connect(String),
+    Help,
+}
+
+/// `[HOST:PORT]`, or `-h`/`--help`. Anything else starting with `-` is an unknown flag.
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut addr = None;
+    for arg in args {
+        if arg == "-h" || arg == "--help" {
+            return Ok(Args::Help);
+        }
+        if arg.starts_with('-') {
+            return Err(format!("unknown flag {arg}"));
+        }
+        if addr.is_some() {
+            return Err(format!("unexpected argument {arg:?}"));
+        }
+        if !looks_like_host_port(&arg) {
+            return Err(format!("expected HOST:PORT, got {arg:?}"));
+        }
+        addr = Some(arg);
+    }
+    Ok(Args::Connect(
+        addr.unwrap_or_else(|| DEFAULT_ADDR.to_string()),
+    ))
+}
+
+/// `host:2022`, `[::1]:2022`: something before a colon, a port number after it.
+fn looks_like_host_port(arg: &str) -> bool {
+    match arg.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
+        None => false,
     }
 }
 
-const USAGE: &str = "usage: cargo run --example client [-- HOST:PORT]";
+// ---------------------------------------------------------------------------------------
+// What both threads share
+// ---------------------------------------------------------------------------------------
 
-/// The one optional argument: the server's address. `Ok(None)` asks for the usage.
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<String>, String> {
-    let addr = args.next().unwrap_or_else(|| DEFAULT_ADDR.to_string());
-    if addr == "-h" || addr == "--help" {
-        return Ok(None);
-    }
-    if let Some(extra) = args.next() {
-        return Err(format!("client: unexpected argument {extra:?}"));
-    }
-    Ok(Some(addr))
-}
-
-/// What both threads share.
 struct Session {
     /// When the connection was made, for the "session lasted" line.
     started: Instant,
@@ -151,58 +206,121 @@ struct Session {
     user_quit: AtomicBool,
     /// Set by whichever thread prints the end of the session, so only one does.
     ending: AtomicBool,
+    /// Our nick and the others', kept by the reader thread for colours and Tab.
+    nicks: Mutex<Nicks>,
+    /// Colour the output (stdout is a terminal and `NO_COLOR` is not set).
+    colours: bool,
 }
 
 impl Session {
+    fn new(colours: bool) -> Session {
+        Session {
+            started: Instant::now(),
+            user_quit: AtomicBool::new(false),
+            ending: AtomicBool::new(false),
+            nicks: Mutex::new(Nicks::default()),
+            colours,
+        }
+    }
+
     /// True for the first caller only: that thread prints the last lines and exits.
     fn claim_ending(&self) -> bool {
         !self.ending.swap(true, Ordering::SeqCst)
     }
+
+    fn nicks(&self) -> std::sync::MutexGuard<'_, Nicks> {
+        // A panic elsewhere cannot leave a set of names inconsistent: keep using it.
+        self.nicks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn summary(&self) -> String {
+        let text = format!(
+            "-- session lasted {}",
+            format_duration(self.started.elapsed())
+        );
+        paint(&text, Paint::Server, self.colours)
+    }
+}
+
+/// We only get here when the user quit (or the socket broke) and the reader thread has
+/// not ended the process within [`QUIT_GRACE`]: the server never said `BYE`.
+fn give_up_waiting(session: &Session) -> ExitCode {
+    if !session.claim_ending() {
+        // Except that it did, just now: the reader thread is finishing and will exit the
+        // process. Printing here too would show the last lines twice.
+        loop {
+            thread::park();
+        }
+    }
+    let colours = session.colours;
+    println!(
+        "{}",
+        paint(
+            "-- no answer from the server; leaving anyway",
+            Paint::Server,
+            colours
+        )
+    );
+    println!("{}", session.summary());
+    if session.user_quit.load(Ordering::SeqCst) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
-// The main thread: stdin -> socket
+// The main thread without a terminal: stdin -> socket
 // ---------------------------------------------------------------------------------------
 
 /// Sends every stdin line to the server until the user quits, stdin ends or the socket
-/// breaks. Returns once it is time to wait for the reader thread to end the process.
-fn send_stdin(mut socket: TcpStream, session: &Session, console: Console) {
+/// breaks, then waits for the reader thread to end the process.
+fn send_stdin(mut socket: TcpStream, session: &Session) {
     let mut stdin = io::stdin().lock();
     let mut line = Vec::new();
-    console.prompt();
     loop {
         match read_line_capped(&mut stdin, &mut line, MAX_LINE) {
             Ok(Frame::Line) => {}
             Ok(Frame::TooLong) => {
-                console.show(&paint(
-                    "-!- that line is too long; it was not sent",
-                    Paint::Server,
-                    console.colours,
-                ));
+                println!("{}", too_long_notice(session.colours));
                 continue;
             }
-            // End of stdin (Ctrl-D, or the end of a pipe), or stdin failing: leave politely.
+            // End of stdin (the end of a pipe), or stdin failing: leave politely.
             Ok(Frame::Eof) | Err(_) => {
-                session.user_quit.store(true, Ordering::SeqCst);
-                let _ = socket.write_all(b"/quit\n");
+                send_quit(&mut socket, session);
                 break;
             }
         }
-        let quitting = is_quit_command(&line);
-        if quitting {
-            // Set before sending: the BYE may arrive before write_all even returns.
-            session.user_quit.store(true, Ordering::SeqCst);
-        }
-        line.push(b'\n');
-        let sent = socket.write_all(&line);
-        if quitting || sent.is_err() {
-            // Either way the connection is ending, and the reader thread will see it end.
+        if !send_typed_line(&mut socket, &line, session) {
             break;
         }
-        console.prompt();
     }
-    // The reader thread ends the process as soon as the server's BYE (or EOF) arrives;
-    // this sleep is only the upper bound for a server that never answers.
+    wait_for_bye();
+}
+
+/// Sends one line the user typed. False when the session is ending: the line was
+/// `/quit`, or the socket is broken (the reader thread will see the connection end).
+fn send_typed_line(socket: &mut TcpStream, line: &[u8], session: &Session) -> bool {
+    let quitting = is_quit_command(line);
+    if quitting {
+        // Set before sending: the BYE may arrive before write_all even returns.
+        session.user_quit.store(true, Ordering::SeqCst);
+    }
+    let mut bytes = line.to_vec();
+    bytes.push(b'\n');
+    let sent = socket.write_all(&bytes);
+    !quitting && sent.is_ok()
+}
+
+/// Leaves politely: the others see an ordinary `quit`, not a dropped connection.
+fn send_quit(socket: &mut TcpStream, session: &Session) {
+    session.user_quit.store(true, Ordering::SeqCst);
+    let _ = socket.write_all(b"/quit\n");
+}
+
+/// The reader thread ends the process as soon as the server's `BYE` (or EOF) arrives;
+/// this sleep is only the upper bound for a server that never answers.
+fn wait_for_bye() {
     thread::sleep(QUIT_GRACE);
 }
 
@@ -212,9 +330,225 @@ fn is_quit_command(line: &[u8]) -> bool {
     command.eq_ignore_ascii_case(b"/quit")
 }
 
+fn too_long_notice(colours: bool) -> String {
+    paint(
+        "-!- that line is too long; it was not sent",
+        Paint::Server,
+        colours,
+    )
+}
+
 // ---------------------------------------------------------------------------------------
-// The reader thread: socket -> stdout
+// The main thread at a terminal: the line editor -> socket
 // ---------------------------------------------------------------------------------------
+
+/// rustyline's editor, set up for chatting.
+struct LineEditor {
+    editor: Editor<ChatHelper, DefaultHistory>,
+}
+
+impl LineEditor {
+    /// The editor, and the [`Screen`] through which the reader thread prints above it.
+    fn new(session: &Arc<Session>) -> rustyline::Result<(LineEditor, Screen)> {
+        // Saved before the editor ever switches the terminal to raw mode, so that the
+        // reader thread can put it back if the session ends in the middle of an edit.
+        let saved_mode = termios::tcgetattr(io::stdin())?;
+        let config = Config::builder()
+            .auto_add_history(false) // we add only what was sent (not blank lines)
+            .bracketed_paste(false) // nothing of ours left in the terminal if we exit mid-edit
+            .build();
+        let mut editor = Editor::with_config(config)?;
+        editor.set_helper(Some(ChatHelper {
+            session: Arc::clone(session),
+        }));
+        editor.bind_sequence(
+            KeyEvent::ctrl('C'),
+            EventHandler::Conditional(Box::new(CtrlCClearsOrQuits)),
+        );
+        let printer = editor.create_external_printer()?;
+        let screen = Screen::AboveEditor {
+            printer: Box::new(printer),
+            saved_mode,
+        };
+        Ok((LineEditor { editor }, screen))
+    }
+
+    /// Sends each line you enter until you quit or the socket breaks, then waits for the
+    /// reader thread to end the process.
+    fn send_lines(mut self, mut socket: TcpStream, session: &Session) {
+        loop {
+            match self.editor.readline(PROMPT) {
+                Ok(line) => {
+                    if line.len() > MAX_LINE {
+                        println!("{}", too_long_notice(session.colours));
+                        continue;
+                    }
+                    if !line.trim().is_empty() {
+                        let _ = self.editor.add_history_entry(line.as_str());
+                    }
+                    if !send_typed_line(&mut socket, line.as_bytes(), session) {
+                        break;
+                    }
+                }
+                // Ctrl-C on an empty line (see CtrlCClearsOrQuits) or Ctrl-D: leave.
+                Err(ReadlineError::Interrupted | ReadlineError::Eof) => {
+                    send_quit(&mut socket, session);
+                    break;
+                }
+                Err(err) => {
+                    eprintln!("client: the line editor failed: {err}");
+                    send_quit(&mut socket, session);
+                    break;
+                }
+            }
+        }
+        wait_for_bye();
+    }
+}
+
+/// Ctrl-C on a line with text clears the line (as in a shell); on an empty line it does
+/// what Ctrl-C does by default in rustyline: `readline` returns `Interrupted`, and we quit.
+struct CtrlCClearsOrQuits;
+
+impl ConditionalEventHandler for CtrlCClearsOrQuits {
+    fn handle(
+        &self,
+        _event: &Event,
+        _count: RepeatCount,
+        _positive: bool,
+        context: &EventContext,
+    ) -> Option<Cmd> {
+        if context.line().is_empty() {
+            None // the default: Interrupt
+        } else {
+            Some(Cmd::Kill(Movement::WholeLine))
+        }
+    }
+}
+
+/// What the editor asks us for: only completion; no hints, colours or validation.
+struct ChatHelper {
+    session: Arc<Session>,
+}
+
+impl Completer for ChatHelper {
+    type Candidate = String;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _context: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<String>)> {
+        let nicks = self.session.nicks();
+        Ok(completions(line, pos, &nicks))
+    }
+}
+
+impl Hinter for ChatHelper {
+    type Hint = String;
+}
+impl Highlighter for ChatHelper {}
+impl Validator for ChatHelper {}
+impl Helper for ChatHelper {}
+
+/// What Tab offers for the word before the cursor: the command names when it is the
+/// first word and starts with `/`, otherwise the nicks seen so far (not ours), both
+/// matched without regard to case. Returns where the word starts and the candidates,
+/// each with a space after it so you can go on typing.
+fn completions(line: &str, pos: usize, nicks: &Nicks) -> (usize, Vec<String>) {
+    let before = &line[..pos];
+    let start = before.rfind(' ').map_or(0, |space| space + 1);
+    let word = &before[start..];
+    let matches = |candidate: &str| {
+        candidate.len() >= word.len()
+            && candidate.is_char_boundary(word.len())
+            && candidate[..word.len()].eq_ignore_ascii_case(word)
+    };
+    let candidates = if start == 0 && word.starts_with('/') {
+        COMMANDS
+            .iter()
+            .filter(|command| matches(command))
+            .map(|command| format!("{command} "))
+            .collect()
+    } else {
+        nicks
+            .others()
+            .filter(|nick| matches(nick))
+            .map(|nick| format!("{nick} "))
+            .collect()
+    };
+    (start, candidates)
+}
+
+// ---------------------------------------------------------------------------------------
+// The reader thread: socket -> screen
+// ---------------------------------------------------------------------------------------
+
+/// Where the reader thread's lines go.
+enum Screen {
+    /// Plain stdout (a pipe, a file, or a terminal we only write to): one line each.
+    Plain,
+    /// Above the line being edited: the line editor prints the line and redraws yours.
+    AboveEditor {
+        printer: Box<dyn ExternalPrinter + Send>,
+        /// The terminal's mode before the editor changed it.
+        saved_mode: Termios,
+    },
+}
+
+impl Screen {
+    /// Shows one line, at once (the other side of a pipe is waiting for it).
+    fn show(&mut self, line: String) {
+        // Errors are ignored: if the terminal is gone there is nobody left to tell.
+        match self {
+            Screen::Plain => {
+                let mut out = io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+            // The newline matters when the editor is not reading (between two lines):
+            // the printer then writes the text as it is, straight to the terminal.
+            Screen::AboveEditor { printer, .. } => {
+                let _ = printer.print(format!("{line}\n"));
+            }
+        }
+    }
+
+    /// Makes the terminal fit for the shell again before the process exits.
+    ///
+    /// When the server ends the session while you are typing, the editor is still in
+    /// `readline`, with the terminal in raw mode, and rustyline offers no way to make
+    /// `readline` return from another thread (its issue 780). So this thread puts the
+    /// terminal back itself: it lets the editor draw the lines just printed (it does so
+    /// in microseconds; [`EDITOR_CATCH_UP`] is a wide margin), restores the saved mode,
+    /// and erases the prompt row with the unsent text. After a quit the editor is no
+    /// longer reading and all of this is harmless.
+    fn close(&mut self, editor_may_be_reading: bool) {
+        if let Screen::AboveEditor { saved_mode, .. } = self {
+            if editor_may_be_reading {
+                thread::sleep(EDITOR_CATCH_UP);
+            }
+            let _ = termios::tcsetattr(io::stdin(), SetArg::TCSADRAIN, saved_mode);
+            let mut out = io::stdout().lock();
+            let _ = write!(out, "\r\x1b[2K");
+            let _ = out.flush();
+        }
+    }
+}
+
+fn start_reader(socket: TcpStream, screen: Screen, session: &Arc<Session>) {
+    let session = Arc::clone(session);
+    let spawned = thread::Builder::new().name("reader".into()).spawn(move || {
+        let mut screen = screen;
+        let ending = read_server(BufReader::new(socket), &mut screen, &session);
+        finish(ending, &mut screen, &session)
+    });
+    if let Err(err) = spawned {
+        eprintln!("client: cannot start the reader thread: {err}");
+        process::exit(1);
+    }
+}
 
 /// How the connection ended, as the reader thread saw it.
 enum Ending {
@@ -225,18 +559,18 @@ enum Ending {
     Closed,
 }
 
-/// Prints every line the server sends until the connection ends.
-fn read_server(mut socket: impl BufRead, console: Console) -> Ending {
-    let mut my_nick: Option<String> = None;
+/// Shows every line the server sends until the connection ends.
+fn read_server(mut socket: impl BufRead, screen: &mut Screen, session: &Session) -> Ending {
+    let colours = session.colours;
     let mut raw = Vec::new();
     loop {
         match read_line_capped(&mut socket, &mut raw, MAX_LINE) {
             Ok(Frame::Line) => {}
             Ok(Frame::TooLong) => {
-                console.show(&paint(
+                screen.show(paint(
                     "-!- the server sent an over-long line; it was dropped",
                     Paint::Server,
-                    console.colours,
+                    colours,
                 ));
                 continue;
             }
@@ -247,8 +581,12 @@ fn read_server(mut socket: impl BufRead, console: Console) -> Ending {
         if line.is_empty() {
             continue;
         }
-        console.show(&render(&line, my_nick.as_deref(), console.colours));
-        track_my_nick(&line, &mut my_nick);
+        let shown = {
+            let mut nicks = session.nicks();
+            nicks.observe(&line);
+            render(&line, nicks.mine(), colours)
+        };
+        screen.show(shown);
         // Stop at BYE rather than wait for the close: a server that says BYE and then
         // keeps the socket open must not leave the client hanging.
         if split_word(&line).0 == "BYE" {
@@ -261,8 +599,8 @@ fn read_server(mut socket: impl BufRead, console: Console) -> Ending {
 /// ends the process: 0 if the user asked to leave, 1 if the server closed on its own.
 ///
 /// The reader thread exits the process itself because the main thread may be blocked
-/// reading stdin, and std offers no way to interrupt a blocking read of stdin.
-fn finish(ending: Ending, session: &Session, console: Console) -> ! {
+/// reading what you type, and std offers no way to interrupt a blocking read of stdin.
+fn finish(ending: Ending, screen: &mut Screen, session: &Session) -> ! {
     if !session.claim_ending() {
         // The main thread gave up waiting for BYE a moment ago and is ending the process.
         loop {
@@ -276,35 +614,71 @@ fn finish(ending: Ending, session: &Session, console: Console) -> ! {
         } else {
             "-- disconnected: connection closed by server"
         };
-        console.show(&paint(text, Paint::Server, console.colours));
+        screen.show(paint(text, Paint::Server, session.colours));
     }
-    console.show(&paint(
-        &session_summary(session.started.elapsed()),
-        Paint::Server,
-        console.colours,
-    ));
-    console.finish();
+    screen.show(session.summary());
+    screen.close(!user_quit);
     process::exit(if user_quit { 0 } else { 1 });
 }
 
-/// Updates our own nick from `HELLO <nick> ...` and `NICK <old> <new>` when `old` is us.
-fn track_my_nick(line: &str, my_nick: &mut Option<String>) {
-    let (keyword, rest) = split_word(line);
-    match keyword {
-        "HELLO" => {
-            let (nick, _) = split_word(rest);
-            if !nick.is_empty() {
-                *my_nick = Some(nick.to_string());
+/// The nicks the client has seen: ours (to colour it apart) and the others' (for Tab).
+#[derive(Default)]
+struct Nicks {
+    mine: Option<String>,
+    seen: BTreeSet<String>,
+}
+
+impl Nicks {
+    /// Learns from one server line: `HELLO` gives ours, `NICK` renames, and every line
+    /// that names a user (`MSG`, `ME`, `DM`, `JOIN`, `LEAVE`, `WHO`, `USER`) adds them.
+    fn observe(&mut self, line: &str) {
+        let (keyword, rest) = split_word(line);
+        match keyword {
+            "HELLO" => {
+                if let Some([nick]) = words(rest) {
+                    self.mine = Some(nick.to_string());
+                }
             }
-        }
-        "NICK" => {
-            let (old, rest) = split_word(rest);
-            let (new, _) = split_word(rest);
-            if my_nick.as_deref() == Some(old) && !new.is_empty() {
-                *my_nick = Some(new.to_string());
+            "NICK" => {
+                if let Some([old, new]) = words(rest) {
+                    if self.mine.as_deref() == Some(old) {
+                        self.mine = Some(new.to_string());
+                    }
+                    self.seen.remove(old);
+                    self.seen.insert(new.to_string());
+                }
             }
+            // The nick is the second word: `MSG <room> <nick> ...`, `JOIN <room> <nick>`.
+            "MSG" | "ME" | "JOIN" | "LEAVE" | "WHO" => {
+                if let Some([_, nick]) = words(rest) {
+                    self.seen.insert(nick.to_string());
+                }
+            }
+            // The first word: `USER <nick> <room>`; for `DM <from> <to>`, both.
+            "USER" | "DM" => {
+                if let Some([first, second]) = words(rest) {
+                    self.seen.insert(first.to_string());
+                    if keyword == "DM" {
+                        self.seen.insert(second.to_string());
+                    }
+                }
+            }
+            _ => {}
         }
-        _ => {}
+        // `server` is the operator's name in `DM server ...`: no one to whisper to.
+        self.seen.remove("server");
+    }
+
+    fn mine(&self) -> Option<&str> {
+        self.mine.as_deref()
+    }
+
+    /// Every nick seen but ours, in alphabetical order.
+    fn others(&self) -> impl Iterator<Item = &str> {
+        self.seen
+            .iter()
+            .map(String::as_str)
+            .filter(move |nick| Some(*nick) != self.mine.as_deref())
     }
 }
 
@@ -577,10 +951,6 @@ fn format_duration(duration: Duration) -> String {
     }
 }
 
-fn session_summary(lasted: Duration) -> String {
-    format!("-- session lasted {}", format_duration(lasted))
-}
-
 // ---------------------------------------------------------------------------------------
 // Colours and the terminal
 // ---------------------------------------------------------------------------------------
@@ -613,8 +983,8 @@ struct Console {
     /// Colour only a terminal, and never when NO_COLOR is set to a non-empty value
     /// (no-color.org: "when present and not an empty string (regardless of its value)").
     colours: bool,
-    /// A person is typing at a terminal: redraw the prompt around incoming lines. Needs
-    /// stdout to be a terminal too, or the escapes would end up in a file.
+    /// A person is typing at a terminal: use the line editor. Needs stdout to be a
+    /// terminal too, or the editor's escapes would end up in a file.
     interactive: bool,
 }
 
@@ -625,44 +995,6 @@ impl Console {
         Console {
             colours: stdout_is_terminal && !no_color,
             interactive: stdout_is_terminal && io::stdin().is_terminal(),
-        }
-    }
-
-    /// Prints one line, flushed at once (the other side of a pipe waits for it).
-    ///
-    /// In interactive mode a line can arrive while the user is half-way through typing.
-    /// In the terminal's normal (cooked) mode the typed characters live in the kernel's
-    /// line buffer, which std cannot read, so the minimum that keeps the screen readable
-    /// is: go to the start of the row (`\r`), erase it (`ESC [2K`), print the line, then
-    /// draw the prompt again. What the user typed so far is still in the buffer and is
-    /// still sent by Enter; it just is no longer shown. Redrawing it would need raw mode,
-    /// i.e. a terminal library.
-    fn show(&self, line: &str) {
-        let mut out = io::stdout().lock();
-        // Errors are ignored: if stdout is gone there is nobody left to tell.
-        let _ = if self.interactive {
-            write!(out, "\r\x1b[2K{line}\n{PROMPT}")
-        } else {
-            writeln!(out, "{line}")
-        };
-        let _ = out.flush();
-    }
-
-    /// Draws a fresh prompt (interactive mode only).
-    fn prompt(&self) {
-        if self.interactive {
-            let mut out = io::stdout().lock();
-            let _ = write!(out, "\r\x1b[2K{PROMPT}");
-            let _ = out.flush();
-        }
-    }
-
-    /// Leaves the cursor on a clean row before the process exits.
-    fn finish(&self) {
-        if self.interactive {
-            let mut out = io::stdout().lock();
-            let _ = write!(out, "\r\x1b[2K");
-            let _ = out.flush();
         }
     }
 }
@@ -728,13 +1060,59 @@ mod tests {
     }
 
     #[test]
-    fn tracks_our_nick() {
-        let mut nick = None;
-        track_my_nick("HELLO Otter welcome", &mut nick);
-        track_my_nick("NICK Someone Else", &mut nick);
-        assert_eq!(nick.as_deref(), Some("Otter"));
-        track_my_nick("NICK Otter Heron", &mut nick);
-        assert_eq!(nick.as_deref(), Some("Heron"));
+    fn keeps_track_of_the_nicks() {
+        let mut nicks = Nicks::default();
+        for line in [
+            "HELLO Otter welcome",
+            "NICK Someone Else",
+            "MSG lobby Bob hi",
+            "DM server Otter psst",
+            "USER Carol den",
+            "JOIN lobby Dave",
+        ] {
+            nicks.observe(line);
+        }
+        assert_eq!(nicks.mine(), Some("Otter"));
+        nicks.observe("NICK Otter Heron");
+        assert_eq!(nicks.mine(), Some("Heron"));
+        let others: Vec<&str> = nicks.others().collect();
+        assert_eq!(others, ["Bob", "Carol", "Dave", "Else"]);
+    }
+
+    #[test]
+    fn tab_completes_commands_then_nicks() {
+        let mut nicks = Nicks::default();
+        nicks.observe("HELLO QuietMe hi");
+        nicks.observe("JOIN lobby QuietOtter");
+        nicks.observe("JOIN lobby Bob");
+        let complete = |line: &str| completions(line, line.len(), &nicks);
+        assert_eq!(complete("/jo"), (0, vec!["/join ".to_string()]));
+        assert_eq!(
+            complete("/W"),
+            (0, vec!["/w ".to_string(), "/who ".to_string()])
+        );
+        assert_eq!(complete("/w qu"), (3, vec!["QuietOtter ".to_string()]));
+        assert_eq!(complete("hi b"), (3, vec!["Bob ".to_string()]));
+        assert_eq!(complete("say /jo"), (4, vec![]));
+        // In the middle of a line, only what is before the cursor counts.
+        assert_eq!(
+            completions("/w Bo and", 5, &nicks),
+            (3, vec!["Bob ".into()])
+        );
+    }
+
+    #[test]
+    fn parses_the_arguments() {
+        let parse = |args: &[&str]| parse_args(args.iter().map(|arg| arg.to_string()));
+        assert_eq!(parse(&[]), Ok(Args::Connect(DEFAULT_ADDR.into())));
+        assert_eq!(
+            parse(&["[::1]:2022"]),
+            Ok(Args::Connect("[::1]:2022".into()))
+        );
+        assert_eq!(parse(&["--help"]), Ok(Args::Help));
+        assert_eq!(parse(&["--bogus"]), Err("unknown flag --bogus".into()));
+        assert!(parse(&["localhost"]).is_err());
+        assert!(parse(&["a:1", "b:2"]).is_err());
     }
 
     #[test]

@@ -52,7 +52,26 @@ struct SimClient {
     pings: u64,
 }
 
+const USAGE: &str = "\
+usage: headless [-h | --help]
+
+Runs two simulated clients through the dispatcher, with no sockets, and prints the
+transcript: each line a client types, then every line the server sends because of it.
+It takes no options.";
+
 fn main() -> ExitCode {
+    // No options, but `--help` answers, and anything else is a mistake worth saying.
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("headless: unexpected argument {other:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(problem) => {

@@ -85,7 +85,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
                 config.max_clients = if v == "auto" {
                     None
                 } else {
-                    Some(number(&flag, &v)?)
+                    Some(max_clients(&v)?)
                 };
             }
             "--max-per-ip" => config.max_per_ip = number(&flag, &value()?)?,
@@ -113,6 +113,16 @@ fn number(flag: &str, value: &str) -> Result<usize, String> {
     value
         .parse()
         .map_err(|_| format!("{flag}: expected a whole number, got {value:?}"))
+}
+
+/// A cap of 0 would start a server that refuses everyone: refused here, with the why.
+fn max_clients(value: &str) -> Result<usize, String> {
+    match number("--max-clients", value)? {
+        0 => Err("--max-clients 0 would refuse every connection; \
+                  give a number above 0, or auto"
+            .to_string()),
+        n => Ok(n),
+    }
 }
 
 fn positive(flag: &str, value: &str) -> Result<usize, String> {
@@ -185,6 +195,11 @@ mod tests {
         assert!(parse(&["--bogus"]).unwrap_err().contains("unknown option"));
         assert!(parse(&["--history"]).unwrap_err().contains("needs a value"));
         assert!(parse(&["--max-line", "0"]).unwrap_err().contains("above 0"));
+        let no_clients = parse(&["--max-clients", "0"]).unwrap_err();
+        assert!(
+            no_clients.contains("would refuse every connection"),
+            "{no_clients}"
+        );
         assert!(parse(&["--idle-timeout", "-1"]).is_err());
         assert!(parse(&["--rate-limit", "fast"]).is_err());
     }

@@ -119,10 +119,11 @@ pub fn parse_line(line: &str) -> Result<Option<Command>, ParseError> {
             Command::Quit((!reason.is_empty()).then_some(reason))
         }
         "w" | "msg" => {
-            let usage = "/w NAME TEXT";
-            let (to, message) = args
-                .split_once(char::is_whitespace)
-                .ok_or_else(|| ParseError::usage(usage))?;
+            if args.is_empty() {
+                return Err(ParseError::usage("/w NAME TEXT"));
+            }
+            // A name without text is an empty message, as for `/me` (the README's table).
+            let (to, message) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
             Command::Whisper {
                 to: sanitize_text(to).into_owned(),
                 text: text(message.trim_start())?,
@@ -220,8 +221,9 @@ mod tests {
         assert_eq!(err("/join"), ErrorCode::Usage);
         assert_eq!(err("/who extra"), ErrorCode::Usage);
         assert_eq!(err("/help me"), ErrorCode::Usage);
-        assert_eq!(err("/w bob"), ErrorCode::Usage);
-        assert_eq!(err("/w bob   "), ErrorCode::Usage);
+        assert_eq!(err("/w"), ErrorCode::Usage);
+        assert_eq!(err("/w bob"), ErrorCode::EmptyMessage);
+        assert_eq!(err("/msg bob   "), ErrorCode::EmptyMessage);
         assert_eq!(err("/me"), ErrorCode::EmptyMessage);
         assert_eq!(err("/"), ErrorCode::UnknownCommand);
     }

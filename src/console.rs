@@ -50,8 +50,13 @@ pub fn execute(server: &Server, line: &str) -> ConsoleReply {
     }
     let Some(rest) = line.strip_prefix('/').filter(|rest| !rest.starts_with('/')) else {
         let text = line.strip_prefix('/').unwrap_or(line);
+        // Said every time, so an operator sees what a stray line did.
         return match server.notice_all(text) {
-            Ok(count) => ConsoleReply::say(format!("notice sent to {count} users")),
+            Ok(0) => ConsoleReply::say("notice sent to 0 users (nobody is online)"),
+            Ok(reached) => ConsoleReply::say(format!(
+                "notice sent to {}",
+                count(reached, "user", "users")
+            )),
             Err(e) => ConsoleReply::say(format!("not sent: {e}")),
         };
     };
@@ -60,23 +65,30 @@ pub fn execute(server: &Server, line: &str) -> ConsoleReply {
     match command.to_ascii_lowercase().as_str() {
         "users" => {
             let snapshot = server.snapshot();
-            let mut out = format!("{} users online", snapshot.users.len());
+            let mut out = format!("{} online", count(snapshot.users.len(), "user", "users"));
             for user in &snapshot.users {
-                let _ = write!(out, "\n  {:<16} {}", user.nick, user.room);
+                // `{:<16}` pads by chars, and a Hangul syllable is two columns wide.
+                let _ = write!(out, "\n  {} {}", pad_to_columns(&user.nick, 16), user.room);
             }
             ConsoleReply::say(out)
         }
         "rooms" => {
             let snapshot = server.snapshot();
-            let mut out = format!("{} rooms", snapshot.rooms.len());
+            let mut out = count(snapshot.rooms.len(), "room", "rooms");
             for room in &snapshot.rooms {
-                let _ = write!(out, "\n  {:<24} {}", room.name, room.members);
+                let _ = write!(
+                    out,
+                    "\n  {} {}",
+                    pad_to_columns(&room.name, 24),
+                    room.members
+                );
             }
             ConsoleReply::say(out)
         }
         "w" | "msg" => match args.split_once(char::is_whitespace) {
             Some((nick, text)) => match server.whisper(nick, text.trim()) {
-                Ok(()) => ConsoleReply::say(format!("whispered to {nick}")),
+                // The nick that matched: `/w BOB` reaches `bob`, and says so.
+                Ok(matched) => ConsoleReply::say(format!("whispered to {matched}")),
                 Err(e) => ConsoleReply::say(format!("not sent: {e}")),
             },
             None => ConsoleReply::say("usage: /w NAME TEXT"),
@@ -87,7 +99,7 @@ pub fn execute(server: &Server, line: &str) -> ConsoleReply {
                 return ConsoleReply::say("usage: /kick NAME [REASON]");
             }
             match server.kick(nick, reason.trim()) {
-                Ok(()) => ConsoleReply::say(format!("kicked {nick}")),
+                Ok(matched) => ConsoleReply::say(format!("kicked {matched}")),
                 Err(e) => ConsoleReply::say(format!("not kicked: {e}")),
             }
         }
@@ -112,7 +124,8 @@ pub fn stats_text(server: &Server) -> String {
     format!(
         "connections: {users} online, {} accepted, {} refused, {} dropped as too slow\n\
          rooms: {rooms}\n\
-         messages relayed: {} ({} deliveries)\n\
+         messages relayed: {}\n\
+         lines written to clients: {}\n\
          uptime: {}\n\
          connection cap: {}",
         Stats::get(&stats.accepted),
@@ -123,4 +136,51 @@ pub fn stats_text(server: &Server) -> String {
         format_duration(server.uptime()),
         server.cap(),
     )
+}
+
+/// `1 user`, `2 users`: the noun agrees with the number.
+fn count(n: usize, singular: &str, plural: &str) -> String {
+    let noun = if n == 1 { singular } else { plural };
+    format!("{n} {noun}")
+}
+
+/// `text` followed by spaces up to `columns` terminal columns (none if it is wider).
+fn pad_to_columns(text: &str, columns: usize) -> String {
+    let padding = columns.saturating_sub(display_width(text));
+    format!("{text}{}", " ".repeat(padding))
+}
+
+/// How many terminal columns `text` takes. Nicks and room names are ASCII and Hangul
+/// syllables only (see `text.rs`), and a terminal draws a Hangul syllable two columns
+/// wide, so this is all the Unicode width table the console needs (the server takes no
+/// dependency for it).
+fn display_width(text: &str) -> usize {
+    text.chars()
+        .map(|c| if is_hangul_syllable(c) { 2 } else { 1 })
+        .sum()
+}
+
+fn is_hangul_syllable(c: char) -> bool {
+    ('\u{AC00}'..='\u{D7A3}').contains(&c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hangul_takes_two_columns() {
+        assert_eq!(display_width("alice"), 5);
+        assert_eq!(display_width("밤손님"), 6);
+        assert_eq!(pad_to_columns("밤손님", 8), "밤손님  ");
+        assert_eq!(pad_to_columns("bob", 5), "bob  ");
+        assert_eq!(pad_to_columns("toolongname", 4), "toolongname");
+    }
+
+    #[test]
+    fn nouns_agree_with_numbers() {
+        assert_eq!(count(0, "room", "rooms"), "0 rooms");
+        assert_eq!(count(1, "room", "rooms"), "1 room");
+        assert_eq!(count(2, "user", "users"), "2 users");
+    }
 }

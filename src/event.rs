@@ -154,8 +154,8 @@ pub enum OperatorRequest {
         to: String,
         /// The message.
         text: String,
-        /// Where the result goes.
-        done: Sender<Result<usize, OperatorError>>,
+        /// Where the result goes: the nick that matched, as it is spelled online.
+        done: Sender<Result<String, OperatorError>>,
     },
     /// Disconnect a user with `BYE kicked: <reason>`.
     Kick {
@@ -163,8 +163,8 @@ pub enum OperatorRequest {
         nick: String,
         /// Shown to the user and to their room.
         reason: String,
-        /// Where the result goes.
-        done: Sender<Result<usize, OperatorError>>,
+        /// Where the result goes: the nick that matched, as it is spelled online.
+        done: Sender<Result<String, OperatorError>>,
     },
     /// Receive a [`ChatEvent`] for everything that happens from now on.
     Subscribe(Sender<ChatEvent>),

@@ -186,24 +186,24 @@ impl Server {
         })
     }
 
-    /// Sends `DM server <nick> <text>` to one user.
-    pub fn whisper(&self, nick: &str, text: &str) -> Result<(), OperatorError> {
+    /// Sends `DM server <nick> <text>` to one user. Nicks are compared by their look,
+    /// so `ALICE` reaches `alice`: returns the nick that matched, as it is spelled online.
+    pub fn whisper(&self, nick: &str, text: &str) -> Result<String, OperatorError> {
         self.request(|done| OperatorRequest::Whisper {
             to: nick.to_string(),
             text: text.to_string(),
             done,
         })
-        .map(|_| ())
     }
 
     /// Disconnects a user with `BYE kicked: <reason>`; their room sees the same reason.
-    pub fn kick(&self, nick: &str, reason: &str) -> Result<(), OperatorError> {
+    /// Returns the nick that matched, as for [`whisper`](Self::whisper).
+    pub fn kick(&self, nick: &str, reason: &str) -> Result<String, OperatorError> {
         self.request(|done| OperatorRequest::Kick {
             nick: nick.to_string(),
             reason: reason.to_string(),
             done,
         })
-        .map(|_| ())
     }
 
     /// A stream of everything that happens from now on: joins, leaves, nick changes,
@@ -245,10 +245,10 @@ impl Server {
     }
 
     /// Sends a request to the dispatcher and waits for its answer.
-    fn request(
+    fn request<T>(
         &self,
-        make: impl FnOnce(Sender<Result<usize, OperatorError>>) -> OperatorRequest,
-    ) -> Result<usize, OperatorError> {
+        make: impl FnOnce(Sender<Result<T, OperatorError>>) -> OperatorRequest,
+    ) -> Result<T, OperatorError> {
         let (done, result) = crossbeam_channel::bounded(1);
         self.inner
             .events

@@ -12,7 +12,8 @@ pub struct Stats {
     pub refused: AtomicU64,
     /// `MSG`, `ME` and `DM` lines relayed (each counted once, whatever the audience).
     pub messages: AtomicU64,
-    /// Lines queued for clients (one per recipient).
+    /// Lines queued for clients, one per recipient: every kind of line, not only
+    /// messages (`/stats` says "lines written to clients").
     pub deliveries: AtomicU64,
     /// Clients disconnected for reading too slowly.
     pub too_slow: AtomicU64,

@@ -82,10 +82,15 @@ impl Running {
 
     /// Waits for a log line (stderr) containing `text`.
     fn expect_log(&self, text: &str) {
+        self.expect_log_line(text);
+    }
+
+    /// Waits for a log line (stderr) containing `text`; returns it.
+    fn expect_log_line(&self, text: &str) -> String {
         loop {
             let line = self.stderr.recv_timeout(PATIENCE).expect("log output");
             if line.contains(text) {
-                return;
+                return line;
             }
         }
     }
@@ -156,6 +161,39 @@ fn help_and_bad_flags() {
     }
     let bad = Command::new(BIN).arg("--bogus").output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
+}
+
+/// `--max-clients 0` would start a server that refuses everyone: it is refused at
+/// start-up instead, with a message that says why (exit 2, like any usage error).
+#[test]
+fn max_clients_0_is_refused_at_start_up() {
+    let output = Command::new(BIN)
+        .args(["--addr", "127.0.0.1:0", "--max-clients", "0"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--max-clients 0 would refuse every connection"),
+        "{stderr}"
+    );
+}
+
+/// With `RUST_LOG=debug` a nick change is logged with the connection id, as the alias
+/// given at connect is, so an operator can follow one connection through the log.
+#[test]
+fn debug_log_follows_nick_changes() {
+    let server = spawn(&[]);
+    let mut a = Client::connect(server.addr);
+    let old = a.nick.clone();
+    server.expect_log(&format!(" is {old}"));
+    a.send("/nick Renamed");
+    a.expect(&format!("NICK {old} Renamed"));
+    let line = server.expect_log_line(&format!("is now Renamed (was {old})"));
+    assert!(line.contains("conn-"), "no connection id in {line:?}");
+    server.interrupt();
+    assert_eq!(server.wait(), 0);
 }
 
 /// A line typed on the console reaches everyone as NOTICE; console commands answer on

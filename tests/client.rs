@@ -175,6 +175,40 @@ fn reports_a_close_without_bye() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Arguments and exit codes
+// ---------------------------------------------------------------------------------------
+
+/// A server that cannot be reached is exit code 1 (the same as a server that closed the
+/// connection), not 2: that code is kept for usage errors.
+#[test]
+fn an_unreachable_server_is_exit_code_1() {
+    // A port that was free a moment ago and that nobody listens on now: refused.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let output = run_client(&[&format!("127.0.0.1:{port}")]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot connect to 127.0.0.1:"), "{stderr}");
+}
+
+/// An unknown flag is a usage error (exit code 2) whose message names the flag, instead
+/// of being taken for a server address; `--help` prints the usage and exits 0.
+#[test]
+fn an_unknown_flag_is_a_usage_error_and_help_is_not() {
+    let output = run_client(&["--bogus"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown flag --bogus"), "{stderr}");
+    assert!(stderr.contains("usage:"), "{stderr}");
+
+    let output = run_client(&["--help"]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("usage:"));
+}
+
+// ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
 
@@ -190,6 +224,15 @@ fn start_server() -> Server {
 fn stop(server: Server) {
     server.shutdown();
     server.join();
+}
+
+/// Runs the client to its end with these arguments and nothing on stdin.
+fn run_client(args: &[&str]) -> std::process::Output {
+    Command::new(common::example_binary("client"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the example client")
 }
 
 /// A fake server for one connection: sends `script`, half-closes, then reads until the

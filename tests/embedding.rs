@@ -196,7 +196,7 @@ fn notice_room_reaches_only_that_room() {
 }
 
 /// `whisper` sends `DM server <nick> <text>` to one user only; the nick is matched by
-/// its look (`alice` finds `Alice`), and the line shows the real one.
+/// its look (`alice` finds `Alice`), and both the line and the result show the real one.
 #[test]
 fn whisper_reaches_one_user() {
     let server = start_server(test_config());
@@ -204,7 +204,10 @@ fn whisper_reaches_one_user() {
     let mut alice = Client::named(addr, "Alice");
     let mut bob = Client::named(addr, "Bob");
 
-    assert_eq!(server.whisper("alice", "your table is ready"), Ok(()));
+    assert_eq!(
+        server.whisper("alice", "your table is ready"),
+        Ok("Alice".to_string())
+    );
     alice.expect("DM server Alice your table is ready");
     let seen = bob.sync();
     assert!(
@@ -223,7 +226,7 @@ fn kick_disconnects_with_a_reason() {
     let mut alice = Client::named(addr, "Alice");
     let mut bob = Client::named(addr, "Bob");
 
-    assert_eq!(server.kick("Alice", "spamming"), Ok(()));
+    assert_eq!(server.kick("Alice", "spamming"), Ok("Alice".to_string()));
     assert_eq!(alice.expect_bye(), "kicked: spamming");
     bob.expect("LEAVE lobby Alice kicked: spamming");
     let nicks: Vec<String> = server
@@ -644,5 +647,30 @@ fn headless_example_prints_a_transcript() {
             transcript.contains(expected),
             "{expected:?} missing from:\n{transcript}"
         );
+    }
+}
+
+/// `headless --help` and `embed --help` print their usage and exit 0 instead of running;
+/// an argument they do not know is a usage error (exit 2).
+#[test]
+fn the_examples_answer_help() {
+    for example in ["headless", "embed"] {
+        let help = Process::new(common::example_binary(example))
+            .arg("--help")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the example");
+        assert_eq!(help.status.code(), Some(0), "{example} --help");
+        let usage = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            usage.starts_with(&format!("usage: {example}")),
+            "{example} --help printed {usage:?}"
+        );
+        let bogus = Process::new(common::example_binary(example))
+            .arg("--bogus")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the example");
+        assert_eq!(bogus.status.code(), Some(2), "{example} --bogus");
     }
 }

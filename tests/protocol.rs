@@ -53,7 +53,8 @@ fn escapes_empty_lines_and_actions() {
     a.next_is("ERR empty-message nothing to send");
 }
 
-/// Whispers reach sender and recipient only; a missing user and yourself are errors.
+/// Whispers reach sender and recipient only; a missing user, yourself and a missing
+/// text are errors.
 #[test]
 fn whispers() {
     let server = start_server(test_config());
@@ -74,7 +75,13 @@ fn whispers() {
     a.next_is("ERR no-such-user nobody is called nobody");
     a.send("/w Alice talking to myself");
     a.next_is("ERR whisper-self you cannot whisper to yourself");
+    // A name without text is an empty message, as the README's error table says, for
+    // `/w`, `/msg` and `/me` alike; no name at all is a usage error.
     a.send("/w bob");
+    a.next_is("ERR empty-message nothing to send");
+    a.send("/msg bob   ");
+    a.next_is("ERR empty-message nothing to send");
+    a.send("/w");
     assert!(a.line().starts_with("ERR usage "));
 
     // Carol saw none of it.

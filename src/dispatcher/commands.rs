@@ -143,6 +143,9 @@ impl DispatcherState {
             _ => {}
         }
         table.rename(id, new.clone());
+        // Like the alias at connect (`conn-42 is QuietOtter`): debug only, since a nick
+        // tied to a connection is personal data that `info` never writes.
+        log::debug!("{id} is now {new} (was {})", user.nick);
         let line = Reply::Nick {
             old: &user.nick,
             new: &new,

@@ -30,7 +30,7 @@ impl DispatcherState {
                         };
                         self.out.send(target, line.to_line().as_bytes());
                         Stats::add(&self.stats.messages, 1);
-                        Ok(1)
+                        Ok(nick.to_string())
                     }
                 };
                 let _ = done.send(result);
@@ -39,9 +39,11 @@ impl DispatcherState {
                 let result = match table.nick_owner(&nick) {
                     None => Err(OperatorError::NoSuchUser(nick)),
                     Some(target) => {
+                        // Read before the close, which takes the user out of the table.
+                        let matched = table.user(target).map(|u| u.nick.clone());
                         let reason = sanitize_text(&reason).trim().to_string();
                         self.begin_close(table, target, CloseReason::Kicked(reason));
-                        Ok(1)
+                        Ok(matched.unwrap_or(nick))
                     }
                 };
                 let _ = done.send(result);
