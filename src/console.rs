@@ -127,7 +127,8 @@ pub fn stats_text(server: &Server) -> String {
          messages relayed: {}\n\
          lines written to clients: {}\n\
          uptime: {}\n\
-         connection cap: {}",
+         connection cap: {}\n\
+         {}",
         Stats::get(&stats.accepted),
         Stats::get(&stats.refused),
         Stats::get(&stats.too_slow),
@@ -135,7 +136,20 @@ pub fn stats_text(server: &Server) -> String {
         Stats::get(&stats.deliveries),
         format_duration(server.uptime()),
         server.cap(),
+        listen_overflows_line(server),
     )
+}
+
+/// What `/stats` says about connections lost before `accept`.
+fn listen_overflows_line(server: &Server) -> String {
+    match server.listen_overflows() {
+        Some(0) => "listen queue overflows since start: 0".to_string(),
+        Some(n) => format!(
+            "listen queue overflows since start: {n} (the kernel dropped connections: \
+             they arrived faster than they were accepted; system-wide counter)"
+        ),
+        None => "listen queue overflows since start: unknown on this system".to_string(),
+    }
 }
 
 /// `1 user`, `2 users`: the noun agrees with the number.

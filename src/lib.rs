@@ -26,6 +26,7 @@
 //! | `acceptor` (private) | the accept loop, the caps; greets through the dispatcher at once |
 //! | `spawner` (private) | one named thread per connection, created off the accept loop, joined when it ends |
 //! | [`limits`] | the connection cap derived from the OS limits |
+//! | [`netstat`] | the kernel's counters of connections lost before `accept` |
 //! | `connection` (private) | a connection thread: read → frame → parse → publish |
 //! | [`frame`] | bytes → lines (the framing its predecessor lacked) |
 //! | [`text`] | what may be relayed; nick and room rules |
@@ -60,6 +61,7 @@ pub mod dispatcher;
 pub mod event;
 pub mod frame;
 pub mod limits;
+pub mod netstat;
 mod outbox;
 pub mod rate;
 pub mod reply;

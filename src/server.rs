@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::dispatcher::{Dispatcher, OBSERVER_QUEUE};
 use crate::event::{ChatEvent, Event, OperatorError, OperatorRequest};
 use crate::limits::{connection_cap, Cap};
+use crate::netstat;
 use crate::stats::Stats;
 use crate::table::{SharedTable, Snapshot};
 
@@ -50,6 +51,8 @@ struct Inner {
     stats: Arc<Stats>,
     cap: Cap,
     started: Instant,
+    /// The kernel's `ListenOverflows` when the server started (system-wide counter).
+    listen_overflows_at_start: Option<u64>,
     stopping: Arc<AtomicBool>,
     dispatcher: Dispatcher,
     acceptor: Mutex<Option<JoinHandle<()>>>,
@@ -133,6 +136,7 @@ impl Server {
                 stats,
                 cap,
                 started: Instant::now(),
+                listen_overflows_at_start: netstat::tcp_ext("ListenOverflows"),
                 stopping,
                 dispatcher,
                 acceptor: Mutex::new(Some(acceptor)),
@@ -237,6 +241,15 @@ impl Server {
     /// The connection cap in force, and which OS limit decided it.
     pub fn cap(&self) -> &Cap {
         &self.inner.cap
+    }
+
+    /// Connections the kernel dropped since this server started because an accept queue
+    /// was full (`ListenOverflows` in `/proc/net/netstat`). The counter is
+    /// system-wide: on a machine that runs only this server, it is this server's. `None`
+    /// where the kernel does not say.
+    pub fn listen_overflows(&self) -> Option<u64> {
+        let now = netstat::tcp_ext("ListenOverflows")?;
+        Some(now.saturating_sub(self.inner.listen_overflows_at_start?))
     }
 
     /// How long the server has been running.

@@ -46,6 +46,7 @@ fn console_commands() {
         "messages relayed",
         "uptime",
         "connection cap",
+        "listen queue overflows since start: ",
     ] {
         assert!(stats.contains(part), "{part} missing from {stats}");
     }
