@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{start_server, test_config, Client, PATIENCE};
 use underworld_line::rate::RateLimit;
+use underworld_line::stats::Stats;
 use underworld_line::text::is_forbidden_char;
 use underworld_line::Config;
 
@@ -257,11 +258,44 @@ fn a_slow_reader_is_dropped_by_send_timeout() {
     });
 }
 
+/// A hundred clients that never read sit in the room while others chat, and their
+/// buffers fill at about the same moment: every one of them is dropped (the room sees
+/// `LEAVE … too slow` for each), and a reader in the room receives every line, in order.
+/// (Their receive buffers are set small, so that they fill after kilobytes rather than
+/// megabytes; what the server sees is the same: sockets that stop taking bytes.)
+#[test]
+fn a_hundred_slow_readers_filling_at_once_are_all_dropped() {
+    slow_readers_are_dropped(
+        Config {
+            max_pending: 16 * 1024,
+            send_timeout: Duration::from_millis(500),
+            ..test_config()
+        },
+        100,
+        Some(4096),
+    );
+}
+
 fn slow_reader_is_dropped(config: Config) {
+    slow_readers_are_dropped(config, 1, None);
+}
+
+/// `count` clients that never read (with a receive buffer of `rcvbuf` bytes, or the
+/// system's default) are dropped while a talker sends 1 KB lines that a reader receives
+/// completely and in order.
+fn slow_readers_are_dropped(config: Config, count: usize, rcvbuf: Option<usize>) {
     const MOST_LINES: usize = 40_000; // 40 MB: far more than the kernel buffers hold
     const WINDOW: usize = 64; // lines the talker may be ahead of the reader
     let server = start_server(config);
-    let slow = Client::named(server.local_addr(), "slow");
+    let slow: Vec<Client> = (0..count)
+        .map(|i| {
+            let mut client = Client::from_stream(connect_with_rcvbuf(server.local_addr(), rcvbuf));
+            client.send(&format!("/nick slow{i}"));
+            client.expect_prefix("NICK ");
+            client.nick = format!("slow{i}");
+            client
+        })
+        .collect();
     let mut reader = Client::named(server.local_addr(), "reader");
     let mut talker = Client::named(server.local_addr(), "talker");
     reader.sync();
@@ -275,7 +309,7 @@ fn slow_reader_is_dropped(config: Config) {
     for _ in 0..WINDOW {
         credit_tx.send(()).unwrap();
     }
-    let (count_tx, count) = mpsc::channel::<usize>();
+    let (count_tx, count_rx) = mpsc::channel::<usize>();
     let stop = Arc::new(AtomicBool::new(false));
     let stop_sender = Arc::clone(&stop);
     let mut writer = talker.stream().try_clone().unwrap();
@@ -313,14 +347,20 @@ fn slow_reader_is_dropped(config: Config) {
         }
     });
 
-    // The reader checks every message arrives, in order, and sees the slow one go.
+    // The reader checks every message arrives, in order, and sees the slow ones go.
     let mut next = 0;
-    let mut dropped = false;
+    let mut dropped = std::collections::HashSet::new();
     loop {
         let line = reader.line();
-        if line == "LEAVE lobby slow too slow" {
-            dropped = true;
-            stop.store(true, Ordering::SeqCst);
+        if let Some(nick) = line
+            .strip_prefix("LEAVE lobby ")
+            .and_then(|rest| rest.strip_suffix(" too slow"))
+        {
+            assert!(nick.starts_with("slow"), "{line}");
+            assert!(dropped.insert(nick.to_string()), "dropped twice: {line}");
+            if dropped.len() == count {
+                stop.store(true, Ordering::SeqCst);
+            }
         } else if line == "MSG lobby talker end" {
             break;
         } else if let Some(rest) = line.strip_prefix("MSG lobby talker ") {
@@ -331,10 +371,11 @@ fn slow_reader_is_dropped(config: Config) {
         }
     }
     sender.join().unwrap();
-    let sent = count.recv().unwrap();
-    assert!(
-        dropped,
-        "the slow reader was never dropped ({sent} lines sent)"
+    let sent = count_rx.recv().unwrap();
+    assert_eq!(
+        dropped.len(),
+        count,
+        "not every slow reader was dropped ({sent} lines sent)"
     );
     assert_eq!(next, sent, "the reader did not get every message");
     assert_eq!(
@@ -343,14 +384,16 @@ fn slow_reader_is_dropped(config: Config) {
         "the talker's own echo was incomplete"
     );
 
-    // The slow client's connection is closed: reading it to the end terminates (with
-    // its unread backlog and EOF, or a reset), rather than waiting for more.
-    let mut stream: &TcpStream = slow.stream();
-    let mut backlog = Vec::new();
-    match stream.read_to_end(&mut backlog) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("the slow client's connection was not closed: {e}"),
+    // The slow clients' connections are closed: reading each to the end terminates
+    // (with its unread backlog and EOF, or a reset), rather than waiting for more.
+    for client in &slow {
+        let mut stream: &TcpStream = client.stream();
+        let mut backlog = Vec::new();
+        match stream.read_to_end(&mut backlog) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("{}'s connection was not closed: {e}", client.nick),
+        }
     }
     server.shutdown();
     server.join();
@@ -415,6 +458,17 @@ fn the_per_ip_cap_refuses_cleanly() {
     let mut hello = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(from_other), &mut hello).unwrap();
     assert!(hello.starts_with("HELLO "), "{hello}");
+}
+
+/// A TCP connection whose receive buffer is `rcvbuf` bytes (or the system default).
+fn connect_with_rcvbuf(to: std::net::SocketAddr, rcvbuf: Option<usize>) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    if let Some(bytes) = rcvbuf {
+        socket.set_recv_buffer_size(bytes).unwrap();
+    }
+    socket.connect(&to.into()).unwrap();
+    socket.into()
 }
 
 /// A TCP connection from a chosen loopback source address (std cannot bind a client
@@ -552,4 +606,60 @@ fn garbage_never_panics_the_server() {
     let mut fresh = Client::named(server.local_addr(), "fresh");
     fresh.send("still alive");
     fresh.expect("MSG lobby fresh still alive");
+}
+
+/// A client floods `x` lines as fast as loopback allows, with the shipped flood limit:
+/// in its first three seconds it receives at most four `ERR rate-limited` (one a
+/// second, however many lines were dropped), and meanwhile another client's pings
+/// are all answered.
+#[test]
+fn a_flood_gets_one_err_a_second_and_others_are_still_answered() {
+    const FLOOD: Duration = Duration::from_secs(3);
+    let server = start_server(Config {
+        rate_limit: Some(RateLimit::default()),
+        ..test_config()
+    });
+    let mut flooder = Client::connect(server.local_addr());
+    let mut writer = flooder.stream().try_clone().unwrap();
+    // A write timeout, so the writer notices the end of the flood even while the
+    // server (rightly) is not reading and the socket is full.
+    writer
+        .set_write_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let start = Instant::now();
+    let flood = thread::spawn(move || {
+        let chunk = b"x\n".repeat(4096);
+        while start.elapsed() < FLOOD {
+            let _ = writer.write(&chunk);
+        }
+    });
+    // Meanwhile: a second client's pings, each answered (within its own burst of 10).
+    let mut prober = Client::connect(server.local_addr());
+    for i in 0..8 {
+        prober.send(&format!("/ping {i}"));
+        prober.expect(&format!("PONG {i}"));
+    }
+    // Count what the flooder was told during its flood.
+    flooder
+        .stream()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut limited = 0;
+    while start.elapsed() < FLOOD {
+        match flooder.try_line_or_timeout() {
+            Some(line) if line.starts_with("ERR rate-limited ") => limited += 1,
+            // Its first ten lines (the burst), and the prober arriving.
+            Some(line) => assert!(
+                line.starts_with("MSG lobby ") || line.starts_with("JOIN lobby "),
+                "{line}"
+            ),
+            None => {}
+        }
+    }
+    flood.join().unwrap();
+    assert!(
+        (1..=4).contains(&limited),
+        "{limited} ERR rate-limited in 3 s"
+    );
+    assert_eq!(Stats::get(&server.stats().refused), 0);
 }

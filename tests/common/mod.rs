@@ -45,6 +45,8 @@ pub struct Client {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
     ping: u64,
+    /// The start of a line whose end had not arrived when a read timed out.
+    partial: Vec<u8>,
 }
 
 impl Client {
@@ -65,13 +67,18 @@ impl Client {
 
     /// Connects without reading anything.
     pub fn connect_raw(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
+        Client::from_stream(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// Wraps a connected stream, without reading anything.
+    pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         Client {
             nick: String::new(),
             reader: BufReader::new(stream.try_clone().unwrap()),
             writer: stream,
             ping: 0,
+            partial: Vec::new(),
         }
     }
 
@@ -97,6 +104,22 @@ impl Client {
     pub fn line(&mut self) -> String {
         self.try_line()
             .unwrap_or_else(|| panic!("{}: connection ended while a line was expected", self.nick))
+    }
+
+    /// The next line, or `None` if none is complete within the stream's read timeout
+    /// (a part of a line read meanwhile is kept for the next call). Panics at EOF.
+    pub fn try_line_or_timeout(&mut self) -> Option<String> {
+        match self.reader.read_until(b'\n', &mut self.partial) {
+            Ok(0) => panic!("{}: connection ended while a line was expected", self.nick),
+            Ok(_) if self.partial.ends_with(b"\n") => {
+                let mut bytes = std::mem::take(&mut self.partial);
+                bytes.pop();
+                Some(String::from_utf8(bytes).expect("server sent invalid UTF-8"))
+            }
+            Ok(_) => panic!("{}: connection ended inside a line", self.nick),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+            Err(e) => panic!("{}: read failed: {e}", self.nick),
+        }
     }
 
     /// The next line, or `None` at EOF (or a reset).
