@@ -36,6 +36,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::config::Config;
 use crate::event::{ClientId, Event};
 use crate::reply::Reply;
+use crate::sendq::{Peers, Watchdog};
 use crate::spawner::{NewConnection, Spawner};
 use crate::stats::Stats;
 
@@ -58,31 +59,36 @@ pub(crate) struct Acceptor {
 /// The connections admitted and not yet ended: what the caps count.
 #[derive(Default)]
 struct Admitted {
-    /// Each live connection and the source `--max-per-ip` counted it under.
-    sources: HashMap<ClientId, IpAddr>,
+    /// Each live connection, its peer address, and the source `--max-per-ip` counted
+    /// it under.
+    live: HashMap<ClientId, (SocketAddr, IpAddr)>,
     per_source: HashMap<IpAddr, usize>,
+    /// Peer address → connection, shared with the send-queue watchdog.
+    peers: Peers,
 }
 
 impl Admitted {
     fn len(&self) -> usize {
-        self.sources.len()
+        self.live.len()
     }
 
     fn count_from(&self, source: IpAddr) -> usize {
         self.per_source.get(&source).copied().unwrap_or(0)
     }
 
-    fn admit(&mut self, id: ClientId, source: IpAddr) {
-        self.sources.insert(id, source);
+    fn admit(&mut self, id: ClientId, peer: SocketAddr, source: IpAddr) {
+        self.live.insert(id, (peer, source));
         *self.per_source.entry(source).or_default() += 1;
+        self.peers.lock().insert(peer, id);
     }
 
     /// Frees the slots of connections whose thread has ended (or never started).
     fn release(&mut self, ended: &Receiver<ClientId>) {
         for id in ended.try_iter() {
-            let Some(source) = self.sources.remove(&id) else {
+            let Some((peer, source)) = self.live.remove(&id) else {
                 continue;
             };
+            self.peers.lock().remove(&peer);
             if let Some(count) = self.per_source.get_mut(&source) {
                 *count -= 1;
                 if *count == 0 {
@@ -111,6 +117,7 @@ impl Acceptor {
         };
         let mut admitted = Admitted::default();
         let mut next_id = 1u64;
+        let watchdog = self.start_watchdog(&admitted.peers);
 
         loop {
             let accepted = self.listener.accept();
@@ -146,7 +153,7 @@ impl Acceptor {
             let id = ClientId(next_id);
             next_id += 1;
             self.admit(id, peer, Arc::new(stream), &spawner);
-            admitted.admit(id, source);
+            admitted.admit(id, peer, source);
         }
 
         // No more `Connected` will follow: the dispatcher may finish its shutdown once
@@ -154,8 +161,32 @@ impl Acceptor {
         // end as the dispatcher closes their sockets.
         let _ = self.events.send(Event::AcceptorStopped);
         drop(self);
+        if let Some(watchdog) = watchdog {
+            watchdog.finish();
+        }
         spawner.finish();
         log::debug!("acceptor stopped");
+    }
+
+    /// The send-queue watchdog for this listener's connections (see `sendq.rs`);
+    /// without it the server still runs, with only its own buffer limits.
+    fn start_watchdog(&self, peers: &Peers) -> Option<Watchdog> {
+        let port = self.listener.local_addr().ok()?.port();
+        let started = Watchdog::start(
+            port,
+            Arc::clone(peers),
+            self.events.clone(),
+            Arc::clone(&self.stats),
+            self.config.max_pending,
+            self.config.send_timeout,
+        );
+        match started {
+            Ok(watchdog) => Some(watchdog),
+            Err(e) => {
+                log::warn!("could not start the send-queue watchdog: {e}");
+                None
+            }
+        }
     }
 
     /// Greets a connection through the dispatcher and asks for its reader thread.
@@ -263,10 +294,11 @@ mod tests {
     fn admitted_counts_per_source_and_releases() {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let peer = |port| SocketAddr::new(a, port);
         let mut admitted = Admitted::default();
-        admitted.admit(ClientId(1), a);
-        admitted.admit(ClientId(2), a);
-        admitted.admit(ClientId(3), b);
+        admitted.admit(ClientId(1), peer(1), a);
+        admitted.admit(ClientId(2), peer(2), a);
+        admitted.admit(ClientId(3), SocketAddr::new(b, 3), b);
         assert_eq!((admitted.len(), admitted.count_from(a)), (3, 2));
         let (ended_tx, ended) = crossbeam_channel::unbounded();
         ended_tx.send(ClientId(1)).unwrap();
@@ -276,5 +308,7 @@ mod tests {
         assert_eq!(admitted.len(), 1);
         assert_eq!((admitted.count_from(a), admitted.count_from(b)), (1, 0));
         assert!(!admitted.per_source.contains_key(&b));
+        assert_eq!(admitted.peers.lock().len(), 1);
+        assert_eq!(admitted.peers.lock().get(&peer(2)), Some(&ClientId(2)));
     }
 }

@@ -37,6 +37,7 @@
 //! | [`table`] | the user table: users, nicks, rooms, history |
 //! | [`reply`] | every server line, as a type and as text |
 //! | `outbox` (private) | queued output per client, coalesced writes, the flusher thread |
+//! | `sendq` (private) | the send-queue watchdog: clients that stopped reading while the kernel buffers for them |
 //! | [`transport`] | where output goes: a `TcpStream`, or a channel without sockets |
 //! | [`alias`], [`clock`], [`stats`], [`config`], [`cli`], [`console`] | aliases, time, counters, settings, flags, the operator console |
 //!
@@ -65,6 +66,7 @@ pub mod netstat;
 mod outbox;
 pub mod rate;
 pub mod reply;
+mod sendq;
 pub mod server;
 mod spawner;
 pub mod stats;

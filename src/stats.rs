@@ -15,6 +15,9 @@ pub struct Stats {
     /// Lines queued for clients, one per recipient: every kind of line, not only
     /// messages (`/stats` says "lines written to clients").
     pub deliveries: AtomicU64,
+    /// Bytes queued for clients (what the send-queue watchdog uses to know whether
+    /// anyone could have fallen behind since it last looked).
+    pub bytes_queued: AtomicU64,
     /// Clients disconnected for reading too slowly.
     pub too_slow: AtomicU64,
     /// Events an observer missed because it fell too far behind

@@ -283,7 +283,7 @@ fn slow_reader_is_dropped(config: Config) {
 /// `count` clients that never read (with a receive buffer of `rcvbuf` bytes, or the
 /// system's default) are dropped while a talker sends 1 KB lines that a reader receives
 /// completely and in order.
-fn slow_readers_are_dropped(config: Config, count: usize, rcvbuf: Option<usize>) {
+fn slow_readers_are_dropped(config: Config, count: usize, rcvbuf: Option<usize>) -> usize {
     const MOST_LINES: usize = 40_000; // 40 MB: far more than the kernel buffers hold
     const WINDOW: usize = 64; // lines the talker may be ahead of the reader
     let server = start_server(config);
@@ -397,6 +397,7 @@ fn slow_readers_are_dropped(config: Config, count: usize, rcvbuf: Option<usize>)
     }
     server.shutdown();
     server.join();
+    sent
 }
 
 /// The connection cap: the client over it gets `BYE server full`; when someone
@@ -662,4 +663,57 @@ fn a_flood_gets_one_err_a_second_and_others_are_still_answered() {
         "{limited} ERR rate-limited in 3 s"
     );
     assert_eq!(Stats::get(&server.stats().refused), 0);
+}
+
+/// A client that stops reading is noticed even while the kernel still takes bytes for
+/// it: its send queue in the kernel (`/proc/net/tcp`) stays over `--max-pending` for
+/// `--send-timeout`, and the send-queue watchdog has it dropped, long before the
+/// kernel's own buffers would refuse a write. The talker chats at about 200 lines of
+/// 1 KB a second (a busy room, not a flood); without the watchdog the kernel takes
+/// about 4 MB (4,000 lines, 20 s) for the silent client before refusing anything
+/// (measured on the development machine), with it the client is gone after a few
+/// hundred lines.
+#[test]
+fn a_slow_reader_is_dropped_by_its_kernel_send_queue() {
+    const MOST_LINES: usize = 4000;
+    let server = start_server(Config {
+        max_pending: 16 * 1024,
+        send_timeout: Duration::from_secs(1),
+        ..test_config()
+    });
+    let _slow = Client::named(server.local_addr(), "slow");
+    let mut reader = Client::named(server.local_addr(), "reader");
+    let mut talker = Client::named(server.local_addr(), "talker");
+    reader.sync();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_talker = Arc::clone(&stop);
+    let talk = thread::spawn(move || {
+        let payload = "p".repeat(1000);
+        let mut sent = 0;
+        while sent < MOST_LINES && !stop_talker.load(Ordering::SeqCst) {
+            talker.send(&payload);
+            sent += 1;
+            // The pace of the scenario, not a synchronisation: 200 lines a second.
+            thread::sleep(Duration::from_millis(5));
+        }
+        sent
+    });
+    let mut received = 0;
+    loop {
+        let line = reader.line();
+        if line == "LEAVE lobby slow too slow" {
+            break;
+        }
+        assert!(line.starts_with("MSG lobby talker "), "{line}");
+        received += 1;
+        assert!(received < MOST_LINES, "the slow reader was never dropped");
+    }
+    stop.store(true, Ordering::SeqCst);
+    let sent = talk.join().unwrap();
+    assert!(
+        sent < MOST_LINES / 2,
+        "dropped only after {sent} lines: the kernel's buffers did it, not the watchdog"
+    );
+    server.shutdown();
+    server.join();
 }

@@ -108,8 +108,10 @@ fn a_shutdown_in_the_middle_of_a_burst_says_bye_and_leaks_nothing() {
 
     server.join();
     drop(server);
+    // "At most": the test harness's thread for the other test, if it ran first, may
+    // still have been finishing when `before` was taken.
     eventually("threads and files back to before the server", || {
-        (threads(), open_files()) == before
+        threads() <= before.0 && open_files() <= before.1
     });
 }
 

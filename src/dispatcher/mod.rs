@@ -130,6 +130,7 @@ impl Dispatcher {
                 overflowed: Vec::new(),
                 max_pending: config.max_pending,
                 queued: 0,
+                queued_bytes: 0,
                 flusher: flusher_jobs,
             },
             config,
@@ -308,6 +309,10 @@ impl DispatcherState {
         Stats::add(
             &self.stats.deliveries,
             mem::take(&mut self.out.queued) as u64,
+        );
+        Stats::add(
+            &self.stats.bytes_queued,
+            mem::take(&mut self.out.queued_bytes) as u64,
         );
     }
 }

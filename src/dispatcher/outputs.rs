@@ -28,6 +28,8 @@ pub(super) struct Outputs {
     pub(super) max_pending: usize,
     /// Lines queued since the last write.
     pub(super) queued: usize,
+    /// Bytes queued since the last write.
+    pub(super) queued_bytes: usize,
     /// Where outboxes go when their socket is full.
     pub(super) flusher: Sender<Arc<Outbox>>,
 }
@@ -52,6 +54,7 @@ impl Outputs {
         match pushed {
             Push::Queued => {
                 self.queued += 1;
+                self.queued_bytes += line.len();
                 if !client.dirty {
                     client.dirty = true;
                     self.dirty.push(id);
