@@ -28,7 +28,7 @@ use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -100,25 +100,32 @@ impl Admitted {
 }
 
 impl Acceptor {
-    pub(crate) fn run(self) {
+    /// Starts the acceptor thread, with the threads it owns: the spawner and the
+    /// send-queue watchdog. They are started here, before `Server::bind` returns, so a
+    /// running server has all its threads from the start.
+    pub(crate) fn start(self) -> io::Result<JoinHandle<()>> {
         let (ended_tx, ended) = crossbeam_channel::unbounded::<ClientId>();
-        let spawner = match Spawner::start(
+        let spawner = Spawner::start(
             Arc::clone(&self.config),
             self.events.clone(),
             Arc::clone(&self.stats),
             ended_tx,
-        ) {
-            Ok(spawner) => spawner,
-            Err(e) => {
-                log::error!("could not start the spawner thread: {e}; accepting nobody");
-                let _ = self.events.send(Event::AcceptorStopped);
-                return;
-            }
-        };
-        let mut admitted = Admitted::default();
-        let mut next_id = 1u64;
+        )?;
+        let admitted = Admitted::default();
         let watchdog = self.start_watchdog(&admitted.peers);
+        thread::Builder::new()
+            .name("acceptor".into())
+            .spawn(move || self.run(spawner, watchdog, admitted, &ended))
+    }
 
+    fn run(
+        self,
+        spawner: Spawner,
+        watchdog: Option<Watchdog>,
+        mut admitted: Admitted,
+        ended: &Receiver<ClientId>,
+    ) {
+        let mut next_id = 1u64;
         loop {
             let accepted = self.listener.accept();
             if self.stopping.load(Ordering::SeqCst) {
@@ -130,7 +137,7 @@ impl Acceptor {
             }
             // Slots are freed here, on each accept, because this thread blocks in
             // `accept` and has no other moment; it is exactly when the caps need them.
-            admitted.release(&ended);
+            admitted.release(ended);
             let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {

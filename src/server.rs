@@ -4,7 +4,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -125,9 +125,7 @@ impl Server {
             max_clients: cap.max_clients,
             stopping: Arc::clone(&stopping),
         };
-        let acceptor = thread::Builder::new()
-            .name("acceptor".into())
-            .spawn(move || acceptor.run())?;
+        let acceptor = acceptor.start()?;
         Ok(Server {
             inner: Arc::new(Inner {
                 local_addr,
