@@ -139,8 +139,7 @@ impl Acceptor {
                 continue;
             }
             let source = source_key(peer.ip());
-            if self.config.max_per_ip > 0 && admitted.count_from(source) >= self.config.max_per_ip
-            {
+            if self.config.max_per_ip > 0 && admitted.count_from(source) >= self.config.max_per_ip {
                 self.refuse(&stream, "too many connections from your address");
                 continue;
             }

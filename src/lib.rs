@@ -37,6 +37,7 @@
 //! | [`reply`] | every server line, as a type and as text |
 //! | `outbox` (private) | queued output per client, coalesced writes, the flusher thread |
 //! | [`transport`] | where output goes: a `TcpStream`, or a channel without sockets |
+//! | `cluster` (feature `redis`) | several nodes, one chat: room lines through Redis pub/sub |
 //! | [`alias`], [`clock`], [`stats`], [`config`], [`cli`], [`console`] | aliases, time, counters, settings, flags, the operator console |
 //!
 //! ## Threads
@@ -52,6 +53,8 @@ mod acceptor;
 pub mod alias;
 pub mod cli;
 pub mod clock;
+#[cfg(feature = "redis")]
+pub mod cluster;
 pub mod command;
 pub mod config;
 mod connection;
