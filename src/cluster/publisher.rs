@@ -36,20 +36,24 @@ pub(super) fn run(
             }
         }
         // `None`: no connection, and the back-off says not to try yet.
-        let published = connection.as_mut().map(|c| publish(c, &line.payload));
-        if let Some(Ok(())) = published {
-            if failing {
-                log::info!("cluster-pub: publishing again");
-                failing = false;
+        let had_connection = connection.is_some();
+        match publish_or_retry(client, &mut connection, &line.payload) {
+            Some(Ok(())) => {
+                if failing {
+                    log::info!("cluster-pub: publishing again");
+                    failing = false;
+                }
+                backoff.succeeded();
+                continue;
             }
-            backoff.succeeded();
-            continue;
-        }
-        if let Some(Err(e)) = published {
-            // The subscriber logs outages once; this is the detail.
-            log::debug!("cluster-pub: PUBLISH failed: {e}");
-            connection = None;
-            backoff.failed();
+            Some(Err(e)) => {
+                // The subscriber logs outages once; this is the detail.
+                log::debug!("cluster-pub: PUBLISH failed: {e}");
+                connection = None;
+                backoff.failed();
+            }
+            None if had_connection => backoff.failed(), // lost, and no fresh one
+            None => {}
         }
         failing = true;
         if !tell_dispatcher(events, stop, ClusterEvent::Unpublished(line.seq)) {
@@ -57,6 +61,27 @@ pub(super) fn run(
         }
     }
     log::debug!("cluster-pub stopped");
+}
+
+/// Publishes on the connection we have; if that connection turns out to be dead (Redis
+/// restarted since the last line: the first write to a closed connection still
+/// succeeds, only the reply is missing), tries once more on a fresh one, so the first
+/// line after an outage is not needlessly kept local. Not after a timeout: Redis may
+/// have taken the line, and a second try would publish it twice.
+fn publish_or_retry(
+    client: &redis::Client,
+    connection: &mut Option<Connection>,
+    payload: &str,
+) -> Option<RedisResult<()>> {
+    let first = publish(connection.as_mut()?, payload);
+    match first {
+        Err(e) if !e.is_timeout() => {
+            log::debug!("cluster-pub: connection lost ({e}); reconnecting once");
+            *connection = connect(client).ok();
+            Some(publish(connection.as_mut()?, payload))
+        }
+        first => Some(first),
+    }
 }
 
 fn connect(client: &redis::Client) -> RedisResult<Connection> {
