@@ -63,6 +63,9 @@ commands (/help lists them); any other line is pushed to every user as a NOTICE.
 
 /// What the command line asked for.
 #[derive(Debug, Clone, PartialEq)]
+// Built once at start-up, so the size of `Run` (a whole `Config`, larger with the
+// cluster settings) costs nothing worth a `Box` in the API.
+#[allow(clippy::large_enum_variant)]
 pub enum Invocation {
     /// Run the server.
     Run {

@@ -136,10 +136,10 @@ fn rooms_span_nodes_in_one_order() {
     await_link(&a, true);
     await_link(&b, true);
 
-    let mut alice = Client::named(a.local_addr(), "alice");
-    let mut carol = Client::named(a.local_addr(), "carol");
-    let mut bob = Client::named(b.local_addr(), "bob");
-    let mut dave = Client::named(b.local_addr(), "dave");
+    let alice = Client::named(a.local_addr(), "alice");
+    let carol = Client::named(a.local_addr(), "carol");
+    let bob = Client::named(b.local_addr(), "bob");
+    let dave = Client::named(b.local_addr(), "dave");
     let mut eve = Client::named(b.local_addr(), "eve");
 
     // One after the other into `den`: each JOIN reaches those already there, on both nodes.

@@ -61,7 +61,7 @@ mod tests {
         listeners.leave(ClientId(1));
         listeners.leave(ClientId(1));
         assert!(listeners.of("den").is_empty());
-        assert!(listeners.rooms.get("den").is_none());
-        assert!(listeners.room_of.get(&ClientId(1)).is_none());
+        assert!(!listeners.rooms.contains_key("den"));
+        assert!(!listeners.room_of.contains_key(&ClientId(1)));
     }
 }
