@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, start_server, test_config, Client, PATIENCE};
 use underworld_line::cluster::{ClusterConfig, CHANNEL};
+use underworld_line::console::stats_text;
 use underworld_line::Server;
 
 /// A `redis-server` process of our own, killed when dropped.
@@ -310,9 +311,14 @@ fn chat_stays_local_while_redis_is_unreachable() {
     alice.expect("MSG lobby bob hello from b");
     carol.expect("MSG lobby bob hello from b");
 
+    let stats = stats_text(&a);
+    let expected = format!("cluster: node node-a, linked to {}", url(port));
+    assert!(stats.ends_with(&expected), "{stats}");
+
     redis.stop();
     await_link(&a, false);
     await_link(&b, false);
+    assert!(stats_text(&b).ends_with("chat stays local"));
     alice.send("during the outage");
     alice.expect("MSG lobby alice during the outage");
     carol.expect("MSG lobby alice during the outage");

@@ -128,7 +128,8 @@ pub enum ClusterEvent {
     /// The subscription is lost: room lines stay on this node until [`ClusterEvent::Up`].
     Down,
     /// A well-formed message heard on the channel (this node's own lines included).
-    Heard(Record),
+    /// Boxed, so that this rare event does not make every [`Event`] larger.
+    Heard(Box<Record>),
     /// The publisher could not hand the line with this number to Redis: the
     /// dispatcher delivers it (and any earlier one still waiting) locally.
     Unpublished(u64),

@@ -102,7 +102,7 @@ fn listen(
         };
         match wire::parse(message.get_payload_bytes()) {
             Ok(record) => {
-                if !tell_dispatcher(events, stop, ClusterEvent::Heard(record)) {
+                if !tell_dispatcher(events, stop, ClusterEvent::Heard(Box::new(record))) {
                     return Ended::Stopped;
                 }
             }

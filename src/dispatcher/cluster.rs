@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use super::listeners::Listeners;
 use super::DispatcherState;
-use crate::cluster::{wire, Bridge, ClusterEvent, LogLimiter, Outgoing, Record, RoomLine};
+use crate::cluster::{
+    wire, Bridge, ClusterEvent, LogLimiter, Outgoing, Record, RoomLine, PUBLISH_QUEUE,
+};
 use crate::event::ClientId;
 use crate::reply::Reply;
 use crate::stats::Stats;
@@ -31,6 +33,11 @@ use crate::table::UserTable;
 
 /// Refused remote lines are reported at most this often.
 const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Most of our lines waiting to come back. A broker that takes lines but never hands
+/// them back (a stalled subscription) must not make the queue grow without end: past
+/// this, the oldest is delivered here.
+const MAX_WAITING: usize = PUBLISH_QUEUE;
 
 /// The dispatcher's cluster state.
 pub(super) struct Link {
@@ -97,6 +104,9 @@ impl DispatcherState {
         if link.bridge.publish(Outgoing { seq, payload }).is_err() {
             // The publisher is far behind (or gone): deliver here rather than wait.
             self.settle_through(table, seq);
+        } else if link.pending.len() > MAX_WAITING {
+            let oldest = link.pending.front().map_or(seq, |p| p.seq);
+            self.settle_through(table, oldest);
         }
         true
     }
@@ -131,12 +141,12 @@ impl DispatcherState {
                 // Our own line: apply what we kept, never what the wire says.
                 self.settle_through(table, record.seq);
             }
-            ClusterEvent::Heard(record) => self.heard_from_another_node(table, record),
+            ClusterEvent::Heard(record) => self.heard_from_another_node(table, &record),
         }
     }
 
     /// A line from another node: delivered unless it names a local user's nick.
-    fn heard_from_another_node(&mut self, table: &mut UserTable, record: Record) {
+    fn heard_from_another_node(&mut self, table: &mut UserTable, record: &Record) {
         let Some(link) = self.cluster.as_mut() else {
             return;
         };
@@ -195,9 +205,12 @@ impl DispatcherState {
         let few_enough = listeners.len() <= self.config.announce_max;
         match line {
             RoomLine::Msg { .. } | RoomLine::Me { .. } => {
+                // Counted where it is said, and where someone hears it.
+                if local.is_some() || !listeners.is_empty() {
+                    Stats::add(&self.stats.messages, 1);
+                }
                 self.out.send_all(listeners, text.as_bytes());
                 table.record(room, reply.to_string(), self.config.history);
-                Stats::add(&self.stats.messages, 1);
             }
             RoomLine::Join { .. } | RoomLine::Nick { .. } => match local {
                 _ if few_enough => self.out.send_all(listeners, text.as_bytes()),
