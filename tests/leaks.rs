@@ -20,6 +20,15 @@ fn open_files() -> usize {
     fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
+/// How many of this process's threads have this name.
+fn threads_named(name: &str) -> usize {
+    fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
 /// Clients that quit, vanish, reset, idle out, send endless lines, get kicked or read
 /// too slowly: once they are all gone, the counts are back to the baseline; and after
 /// shutdown, back to what they were before the servers started.
@@ -36,6 +45,11 @@ fn threads_and_files_return_to_baseline() {
     let idle_server = start_server(Config {
         idle_timeout: Duration::from_millis(300),
         ..test_config()
+    });
+    // Each acceptor starts its spawner thread itself, a moment after `start_server`
+    // returns: a baseline taken before both exist would count one thread too few.
+    eventually("both spawner threads running", || {
+        threads_named("spawner") == 2
     });
     let baseline = (threads(), open_files());
 
