@@ -130,7 +130,10 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             "--announce-max" => config.announce_max = number(&flag, &value()?)?,
             #[cfg(feature = "redis")]
             "--redis" => {
-                config.cluster = Some(crate::cluster::ClusterConfig::new(&value()?));
+                let url = value()?;
+                crate::cluster::ClusterConfig::check_url(&url)
+                    .map_err(|e| format!("{flag}: {e}"))?;
+                config.cluster = Some(crate::cluster::ClusterConfig::new(&url));
             }
             #[cfg(feature = "redis")]
             "--node" => {
@@ -279,7 +282,9 @@ mod cluster_flags {
         assert!(cluster(&["--node", "a"])
             .unwrap_err()
             .contains("needs --redis"));
-        assert!(cluster(&["--redis", "x", "--node", "a b"]).is_err());
+        let not_a_url = cluster(&["--redis", "127.0.0.1:6379"]).unwrap_err();
+        assert!(not_a_url.contains("not a Redis URL"), "{not_a_url}");
+        assert!(cluster(&["--redis", "redis://h:1", "--node", "a b"]).is_err());
         assert!(USAGE.contains("--redis URL"));
     }
 }

@@ -84,6 +84,14 @@ impl ClusterConfig {
         }
     }
 
+    /// Whether `url` is a Redis URL the client accepts (it does not connect), so that a
+    /// typo is a usage error at start-up rather than a node that never links.
+    pub fn check_url(url: &str) -> Result<(), String> {
+        redis::Client::open(url)
+            .map(|_| ())
+            .map_err(|e| format!("not a Redis URL ({e}); e.g. redis://127.0.0.1:6379"))
+    }
+
     /// The broker's address for the log: the URL without any password.
     pub fn broker(&self) -> String {
         match self.redis_url.split_once("://") {
