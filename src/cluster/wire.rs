@@ -33,6 +33,11 @@ pub const MAGIC: &str = "UWL1";
 /// (1024 by default), so 8 KiB leaves room for a node with a larger `--max-line` and
 /// the header, while a flood of megabyte payloads costs the parser nothing: the length
 /// is checked before anything else.
+///
+/// It bounds what a node keeps and parses, not what it reads: the redis crate has read
+/// the whole message by then. Redis itself caps that (`proto-max-bulk-len`, 512 MB by
+/// default, and it drops a subscriber whose unread output passes
+/// `client-output-buffer-limit pubsub`, 32 MB by default).
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
 
 /// Most characters in a node name.
