@@ -8,8 +8,27 @@ use crate::rate::RateLimit;
 /// The default listening address: the port of the Node.js predecessor.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:2022";
 
+/// The cluster flags in `--help`: only in a build with the `redis` feature.
+#[cfg(feature = "redis")]
+macro_rules! cluster_usage {
+    () => {
+        "  --redis URL                cluster mode: share rooms with the other nodes that
+                             use this Redis (redis://HOST:PORT, redis://:PASS@HOST:PORT/DB)
+  --node NAME                this node's name in the cluster, unique; letters,
+                             digits, '_', '-' [random: node-xxxxxxxx]
+"
+    };
+}
+#[cfg(not(feature = "redis"))]
+macro_rules! cluster_usage {
+    () => {
+        ""
+    };
+}
+
 /// The text of `--help`.
-pub const USAGE: &str = "\
+pub const USAGE: &str = concat!(
+    "\
 underworld-line: an anonymous real-time chat server over raw TCP
 
 usage: underworld-line [OPTIONS]
@@ -31,15 +50,22 @@ options (defaults in brackets):
   --idle-timeout SECS        no complete line this long: BYE idle [600]
   --announce-max N           rooms bigger than this do not announce JOIN/LEAVE/NICK
                              to everyone [200]
+",
+    cluster_usage!(),
+    "\
   -h, --help                 this text
   -V, --version              the version
 
 Logging: RUST_LOG=debug|info|warn|error [info]. Lines typed on stdin are operator
 commands (/help lists them); any other line is pushed to every user as a NOTICE.
-";
+"
+);
 
 /// What the command line asked for.
 #[derive(Debug, Clone, PartialEq)]
+// Built once at start-up, so the size of `Run` (a whole `Config`, larger with the
+// cluster settings) costs nothing worth a `Box` in the API.
+#[allow(clippy::large_enum_variant)]
 pub enum Invocation {
     /// Run the server.
     Run {
@@ -59,6 +85,8 @@ pub enum Invocation {
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation, String> {
     let mut addr = DEFAULT_ADDR.to_string();
     let mut config = Config::default();
+    #[cfg(feature = "redis")]
+    let mut node: Option<String> = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -100,7 +128,28 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
             "--send-timeout" => config.send_timeout = seconds(&flag, &value()?)?,
             "--idle-timeout" => config.idle_timeout = seconds(&flag, &value()?)?,
             "--announce-max" => config.announce_max = number(&flag, &value()?)?,
+            #[cfg(feature = "redis")]
+            "--redis" => {
+                let url = value()?;
+                crate::cluster::ClusterConfig::check_url(&url)
+                    .map_err(|e| format!("{flag}: {e}"))?;
+                config.cluster = Some(crate::cluster::ClusterConfig::new(&url));
+            }
+            #[cfg(feature = "redis")]
+            "--node" => {
+                let name = value()?;
+                crate::cluster::wire::validate_node_name(&name)
+                    .map_err(|e| format!("{flag}: {e}"))?;
+                node = Some(name);
+            }
             _ => return Err(format!("unknown option {arg}; --help lists them")),
+        }
+    }
+    #[cfg(feature = "redis")]
+    if let Some(name) = node {
+        match config.cluster.as_mut() {
+            Some(cluster) => cluster.node = name,
+            None => return Err("--node needs --redis URL".to_string()),
         }
     }
     if config.max_unterminated < config.max_line {
@@ -202,5 +251,40 @@ mod tests {
         );
         assert!(parse(&["--idle-timeout", "-1"]).is_err());
         assert!(parse(&["--rate-limit", "fast"]).is_err());
+    }
+}
+
+#[cfg(all(test, feature = "redis"))]
+mod cluster_flags {
+    use super::*;
+
+    fn cluster(args: &[&str]) -> Result<Option<crate::cluster::ClusterConfig>, String> {
+        match parse_args(args.iter().map(|s| s.to_string()))? {
+            Invocation::Run { config, .. } => Ok(config.cluster),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn redis_and_node() {
+        assert_eq!(cluster(&[]), Ok(None));
+        let random = cluster(&["--redis", "redis://127.0.0.1:6379"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(random.redis_url, "redis://127.0.0.1:6379");
+        assert!(random.node.starts_with("node-"), "{}", random.node);
+        let named = cluster(&["--node=east-1", "--redis", "redis://:pw@h:1/2"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(named.node, "east-1");
+        assert_eq!(named.broker(), "redis://h:1/2");
+        assert!(!format!("{named:?}").contains("pw"));
+        assert!(cluster(&["--node", "a"])
+            .unwrap_err()
+            .contains("needs --redis"));
+        let not_a_url = cluster(&["--redis", "127.0.0.1:6379"]).unwrap_err();
+        assert!(not_a_url.contains("not a Redis URL"), "{not_a_url}");
+        assert!(cluster(&["--redis", "redis://h:1", "--node", "a b"]).is_err());
+        assert!(USAGE.contains("--redis URL"));
     }
 }

@@ -73,6 +73,10 @@ pub struct Config {
     /// How long a client that was told `BYE` may take to close before the server
     /// closes it hard. Default 500 ms, so a shutdown finishes well within 2 s.
     pub close_grace: Duration,
+    /// Cluster mode (feature `redis`): `Some` to share rooms with other nodes through
+    /// Redis (`--redis URL`, `--node NAME`). Default `None`: a single node.
+    #[cfg(feature = "redis")]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -90,6 +94,8 @@ impl Default for Config {
             announce_max: 200,
             thread_stack: 128 * 1024,
             close_grace: Duration::from_millis(500),
+            #[cfg(feature = "redis")]
+            cluster: None,
         }
     }
 }

@@ -20,6 +20,7 @@ operator commands:
   /kick NAME [REASON]    disconnect a user
   /time                  the server's clock (UTC)
   /stats                 connections, rooms, messages, uptime, the connection cap
+                         (and, in cluster mode, the node and its link to Redis)
   /shutdown              say BYE to everyone and stop
   /help                  this list
   anything else          pushed to every user as NOTICE (//text sends /text)";
@@ -121,7 +122,8 @@ pub fn stats_text(server: &Server) -> String {
         (table.users.len(), table.rooms.len())
     };
     let stats = server.stats();
-    format!(
+    #[allow(unused_mut)] // only cluster mode adds a line
+    let mut text = format!(
         "connections: {users} online, {} accepted, {} refused, {} dropped as too slow\n\
          rooms: {rooms}\n\
          messages relayed: {}\n\
@@ -137,7 +139,23 @@ pub fn stats_text(server: &Server) -> String {
         format_duration(server.uptime()),
         server.cap(),
         listen_overflows_line(server),
-    )
+    );
+    #[cfg(feature = "redis")]
+    if let Some(cluster) = server.cluster() {
+        let link = if stats
+            .cluster_linked
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            format!("linked to {}", cluster.broker())
+        } else {
+            format!(
+                "not linked: {} unreachable, chat stays local",
+                cluster.broker()
+            )
+        };
+        text.push_str(&format!("\ncluster: node {}, {link}", cluster.node));
+    }
+    text
 }
 
 /// What `/stats` says about connections lost before `accept`.

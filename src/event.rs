@@ -135,6 +135,9 @@ pub enum Event {
     AcceptorStopped,
     /// Say `BYE` to everyone, close every connection, and stop.
     Shutdown,
+    /// Cluster mode (feature `redis`): news from the threads that talk to Redis.
+    #[cfg(feature = "redis")]
+    Cluster(crate::cluster::ClusterEvent),
 }
 
 /// What an operator or a host program can ask of the dispatcher.

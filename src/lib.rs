@@ -39,6 +39,7 @@
 //! | `outbox` (private) | queued output per client, coalesced writes, the flusher thread |
 //! | `sendq` (private) | the send-queue watchdog: clients that stopped reading while the kernel buffers for them |
 //! | [`transport`] | where output goes: a `TcpStream`, or a channel without sockets |
+//! | `cluster` (feature `redis`) | several nodes, one chat: room lines through Redis pub/sub |
 //! | [`alias`], [`clock`], [`stats`], [`config`], [`cli`], [`console`] | aliases, time, counters, settings, flags, the operator console |
 //!
 //! ## Threads
@@ -54,6 +55,8 @@ mod acceptor;
 pub mod alias;
 pub mod cli;
 pub mod clock;
+#[cfg(feature = "redis")]
+pub mod cluster;
 pub mod command;
 pub mod config;
 mod connection;

@@ -56,6 +56,8 @@ struct Inner {
     stopping: Arc<AtomicBool>,
     dispatcher: Dispatcher,
     acceptor: Mutex<Option<JoinHandle<()>>>,
+    #[cfg(feature = "redis")]
+    cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Inner {
@@ -111,6 +113,8 @@ impl Server {
     pub fn from_listener(listener: TcpListener, config: Config) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
         let cap = connection_cap(config.max_clients);
+        #[cfg(feature = "redis")]
+        let cluster = config.cluster.clone();
         let config = Arc::new(config);
         log::info!("listening on {local_addr}; connection cap {cap}");
         let dispatcher = Dispatcher::spawn(Arc::clone(&config), true)?;
@@ -138,6 +142,8 @@ impl Server {
                 stopping,
                 dispatcher,
                 acceptor: Mutex::new(Some(acceptor)),
+                #[cfg(feature = "redis")]
+                cluster,
             }),
         })
     }
@@ -248,6 +254,13 @@ impl Server {
     pub fn listen_overflows(&self) -> Option<u64> {
         let now = netstat::tcp_ext("ListenOverflows")?;
         Some(now.saturating_sub(self.inner.listen_overflows_at_start?))
+    }
+
+    /// Cluster mode (feature `redis`): this node's cluster settings; `None` for a single
+    /// node. Whether it is linked to Redis right now is [`Stats::cluster_linked`].
+    #[cfg(feature = "redis")]
+    pub fn cluster(&self) -> Option<&crate::cluster::ClusterConfig> {
+        self.inner.cluster.as_ref()
     }
 
     /// How long the server has been running.

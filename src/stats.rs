@@ -23,6 +23,10 @@ pub struct Stats {
     /// Events an observer missed because it fell too far behind
     /// (see [`Server::subscribe`](crate::Server::subscribe)).
     pub observer_drops: AtomicU64,
+    /// Cluster mode: whether the node is subscribed to Redis right now, so that its
+    /// rooms span nodes (false: Redis unreachable, chat stays local to this node).
+    #[cfg(feature = "redis")]
+    pub cluster_linked: std::sync::atomic::AtomicBool,
 }
 
 impl Stats {

@@ -17,8 +17,8 @@ impl DispatcherState {
             return; // closing, or never connected: ignore
         };
         match command {
-            Command::Say(text) => self.speak(table, &user, text, false),
-            Command::Me(text) => self.speak(table, &user, text, true),
+            Command::Say(text) => self.speak(table, id, &user, text, false),
+            Command::Me(text) => self.speak(table, id, &user, text, true),
             Command::Nick(new) => self.change_nick(table, id, &user, new),
             Command::Join(room) => self.join(table, id, &user, &room),
             Command::Rooms => {
@@ -82,7 +82,14 @@ impl DispatcherState {
     }
 
     /// A message (`action`: a `/me`) to the sender's room, relayed and shown to observers.
-    fn speak(&mut self, table: &mut UserTable, user: &User, text: String, action: bool) {
+    fn speak(
+        &mut self,
+        table: &mut UserTable,
+        id: ClientId,
+        user: &User,
+        text: String,
+        action: bool,
+    ) {
         let (room, nick) = (&user.room, &user.nick);
         let line = if action {
             Reply::Me {
@@ -97,7 +104,9 @@ impl DispatcherState {
                 text: &text,
             }
         };
-        self.relay(table, user, line.to_string());
+        if !self.broker_takes(table, id, room, &line) {
+            self.relay(table, user, line.to_string());
+        }
         self.notify(|| {
             let (room, nick) = (user.room.clone(), user.nick.clone());
             if action {
@@ -146,11 +155,27 @@ impl DispatcherState {
         // Like the alias at connect (`conn-42 is QuietOtter`): debug only, since a nick
         // tied to a connection is personal data that `info` never writes.
         log::debug!("{id} is now {new} (was {})", user.nick);
-        let line = Reply::Nick {
+        let nick = Reply::Nick {
             old: &user.nick,
             new: &new,
+        };
+        if !self.broker_takes(table, id, &user.room, &nick) {
+            self.tell_room_about_rename(table, id, user, &nick.to_line());
         }
-        .to_line();
+        self.notify(|| ChatEvent::NickChanged {
+            old: user.nick.clone(),
+            new,
+            room: user.room.clone(),
+        });
+    }
+
+    fn tell_room_about_rename(
+        &mut self,
+        table: &mut UserTable,
+        id: ClientId,
+        user: &User,
+        line: &str,
+    ) {
         // The room may hear the rename only if it knew the old nick, and only while it
         // is small enough. A rename the room does not hear leaves it knowing a nick that
         // no longer exists, so from now on it hears nothing more of this user (their
@@ -158,11 +183,6 @@ impl DispatcherState {
         let to_room = user.announced && self.few_enough(table.members(&user.room).len());
         table.set_announced(id, to_room);
         self.tell_room_or_one(table, &user.room, id, to_room, line.as_bytes());
-        self.notify(|| ChatEvent::NickChanged {
-            old: user.nick.clone(),
-            new,
-            room: user.room.clone(),
-        });
     }
 
     pub(super) fn join(&mut self, table: &mut UserTable, id: ClientId, user: &User, room: &str) {
@@ -175,7 +195,7 @@ impl DispatcherState {
             return self.error(id, ErrorCode::AlreadyThere, &text);
         }
         table.move_to(id, &room);
-        self.left_room(table, user, "joined another room");
+        self.left_room(table, id, user, "joined another room");
         self.enter_room(table, id, &user.nick, &room);
     }
 

@@ -73,10 +73,21 @@ impl DispatcherState {
         nick: &str,
         room: &str,
     ) {
-        let join = Reply::Join { room, nick }.to_line();
-        let announced = self.few_enough(table.members(room).len());
-        table.set_announced(id, announced);
-        self.tell_room_or_one(table, room, id, announced, join.as_bytes());
+        let join = Reply::Join { room, nick };
+        if !self.broker_takes(table, id, room, &join) {
+            let announced = self.few_enough(table.members(room).len());
+            table.set_announced(id, announced);
+            self.tell_room_or_one(table, room, id, announced, join.to_line().as_bytes());
+            self.replay_history(table, id, room);
+        }
+        self.notify(|| ChatEvent::Joined {
+            nick: nick.to_string(),
+            room: room.to_string(),
+        });
+    }
+
+    /// The room's kept messages, as `HIST` lines to one who just entered it.
+    pub(super) fn replay_history(&mut self, table: &UserTable, id: ClientId, room: &str) {
         for entry in table.history(room) {
             let time = format_utc(entry.time);
             let line = Reply::Hist {
@@ -86,10 +97,6 @@ impl DispatcherState {
             .to_line();
             self.out.send(id, line.as_bytes());
         }
-        self.notify(|| ChatEvent::Joined {
-            nick: nick.to_string(),
-            room: room.to_string(),
-        });
     }
 
     /// Tells a room that someone left it (they are no longer a member, so the line goes
@@ -98,16 +105,23 @@ impl DispatcherState {
     /// Only if the room was told the leaver's nick (`user.announced`): members who never
     /// got their `JOIN` must not get their `LEAVE`. And only if the remaining room is
     /// small enough, for the cost (see [`Config::announce_max`](crate::Config::announce_max)).
-    pub(super) fn left_room(&mut self, table: &UserTable, user: &User, reason: &str) {
-        let remaining = table.members(&user.room);
-        if user.announced && self.few_enough(remaining.len()) {
-            let leave = Reply::Leave {
-                room: &user.room,
-                nick: &user.nick,
-                reason,
+    pub(super) fn left_room(
+        &mut self,
+        table: &mut UserTable,
+        id: ClientId,
+        user: &User,
+        reason: &str,
+    ) {
+        let leave = Reply::Leave {
+            room: &user.room,
+            nick: &user.nick,
+            reason,
+        };
+        if !self.broker_takes(table, id, &user.room, &leave) {
+            let remaining = table.members(&user.room);
+            if user.announced && self.few_enough(remaining.len()) {
+                self.out.send_all(remaining, leave.to_line().as_bytes());
             }
-            .to_line();
-            self.out.send_all(remaining, leave.as_bytes());
         }
         self.notify_left(user, reason);
     }
@@ -159,7 +173,7 @@ impl DispatcherState {
                 // still hear who left.
                 self.notify_left(&user, &text);
             } else {
-                self.left_room(table, &user, &text);
+                self.left_room(table, id, &user, &text);
             }
         }
         log::info!("{id} closing: {}", reason.label());
@@ -194,7 +208,7 @@ impl DispatcherState {
                 Stats::add(&self.stats.too_slow, 1);
             }
             if let Some(user) = table.remove(id) {
-                self.left_room(table, &user, &reason.to_string());
+                self.left_room(table, id, &user, &reason.to_string());
             }
             log::info!("{id} gone: {}", reason.label());
         } else {

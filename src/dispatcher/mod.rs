@@ -23,6 +23,7 @@
 //! | `commands.rs` | what each client command does |
 //! | `operator.rs` | what the operator and host programs may do; observers |
 //! | `outputs.rs` | which client gets which bytes, and when they are written |
+//! | `cluster.rs`, `listeners.rs` | cluster mode only (feature `redis`): room lines through the broker |
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -43,8 +44,12 @@ use crate::table::{SharedTable, Snapshot, UserTable};
 
 use outputs::Outputs;
 
+#[cfg(feature = "redis")]
+mod cluster;
 mod commands;
 mod lifecycle;
+#[cfg(feature = "redis")]
+mod listeners;
 mod operator;
 mod outputs;
 
@@ -116,6 +121,18 @@ impl Dispatcher {
     /// shutdown before the acceptor has said it will send no more connections.
     pub(crate) fn spawn(config: Arc<Config>, expects_acceptor: bool) -> io::Result<Dispatcher> {
         let (events, inbox) = crossbeam_channel::bounded(EVENT_QUEUE);
+        // Cluster mode's threads first: if Redis's URL is wrong, nothing else has started.
+        #[cfg(feature = "redis")]
+        let (cluster, cluster_threads) = match &config.cluster {
+            Some(settings) => {
+                let (bridge, threads) = crate::cluster::Bridge::start(settings, events.clone())?;
+                (
+                    Some(cluster::Link::new(bridge, settings.node.clone())),
+                    threads,
+                )
+            }
+            None => (None, Vec::new()),
+        };
         let (flusher_jobs, flusher_inbox) = crossbeam_channel::unbounded();
         let table = SharedTable::default();
         let stats = Arc::new(Stats::default());
@@ -141,15 +158,21 @@ impl Dispatcher {
             observers: Vec::new(),
             stopping: false,
             acceptor_running: expects_acceptor,
+            #[cfg(feature = "redis")]
+            cluster,
         };
         let dispatcher = thread::Builder::new()
             .name("dispatcher".into())
             .spawn(move || state.run(inbox))?;
+        #[allow(unused_mut)] // only cluster mode adds threads
+        let mut threads = vec![dispatcher, flusher];
+        #[cfg(feature = "redis")]
+        threads.extend(cluster_threads);
         Ok(Dispatcher {
             events,
             table,
             stats,
-            threads: Mutex::new(vec![dispatcher, flusher]),
+            threads: Mutex::new(threads),
         })
     }
 
@@ -207,6 +230,9 @@ struct DispatcherState {
     observers: Vec<Sender<ChatEvent>>,
     stopping: bool,
     acceptor_running: bool,
+    /// Cluster mode (`--redis`): `Some` while this node shares its rooms through Redis.
+    #[cfg(feature = "redis")]
+    cluster: Option<cluster::Link>,
 }
 
 impl DispatcherState {
@@ -258,12 +284,28 @@ impl DispatcherState {
             Event::Operator(request) => self.operator(&mut table, request),
             Event::AcceptorStopped => self.acceptor_running = false,
             Event::Shutdown => self.shutdown(&mut table),
+            #[cfg(feature = "redis")]
+            Event::Cluster(event) => self.on_cluster(&mut table, event),
         }
         // A broadcast may have overflowed some outboxes; closing them sends LEAVE
         // lines, which may overflow others, hence the loop.
         while let Some(id) = self.out.overflowed.pop() {
             self.begin_close(&mut table, id, CloseReason::TooSlow);
         }
+    }
+
+    /// Without the `redis` feature there is no broker: the caller delivers every room
+    /// line itself, as always (`src/dispatcher/cluster.rs` has the cluster version).
+    #[cfg(not(feature = "redis"))]
+    #[inline(always)]
+    fn broker_takes(
+        &mut self,
+        _table: &mut UserTable,
+        _id: ClientId,
+        _room: &str,
+        _line: &crate::reply::Reply<'_>,
+    ) -> bool {
+        false
     }
 
     fn expire_closing(&mut self) {

@@ -1,0 +1,222 @@
+//! Cluster mode (cargo feature `redis`): several nodes share their rooms through Redis
+//! pub/sub, so that users of any node chat in one room.
+//!
+//! ```text
+//!   node A                                             node B
+//!   dispatcher ──Outgoing──► cluster-pub ──PUBLISH──┐   (the same, mirrored)
+//!       ▲                                           ▼
+//!       └──Event::Cluster── cluster-sub ◄── Redis channel "underworld-line:rooms"
+//! ```
+//!
+//! The dispatcher never waits on the network: it hands each room line to the
+//! `cluster-pub` thread over a bounded crossbeam channel (without blocking), and the
+//! `cluster-sub` thread hands it every message it hears as an [`Event::Cluster`],
+//! like any other thread. Both threads reconnect on their own, with back-off.
+//!
+//! **One order.** Every node publishes to one Redis channel, and Redis delivers a
+//! channel's messages to each subscriber in one order. A node delivers even its own
+//! users' room lines only when they come back from Redis, so every member of a room,
+//! on any node, sees the lines in that order. The price of a single channel: every node
+//! hears every room's lines, even rooms where it has nobody (a node drops those at the
+//! cost of a parse and a look-up). One channel per room would spread the load but
+//! would need SUBSCRIBE bookkeeping as rooms come and go: a later step, if measured to
+//! matter.
+//!
+//! **When Redis is unreachable** (at start or later), the node delivers its lines
+//! locally at once, as a single node does: local chat keeps working, and those lines
+//! never reach other nodes.
+//!
+//! | file | its one job |
+//! |---|---|
+//! | `mod.rs` | the settings, the events, starting and stopping the two threads |
+//! | [`wire`] | the message format and its strict parser |
+//! | `subscriber.rs` | the `cluster-sub` thread: SUBSCRIBE, parse, hand to the dispatcher |
+//! | `publisher.rs` | the `cluster-pub` thread: PUBLISH what the dispatcher hands it |
+//! | `retry.rs` | back-off between connection attempts, and a log that does not flood |
+//!
+//! The dispatcher's side (which lines go out, what to do with what comes in) is in
+//! `src/dispatcher/cluster.rs`.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
+
+use crate::event::Event;
+
+mod publisher;
+mod retry;
+mod subscriber;
+pub mod wire;
+
+pub(crate) use retry::LogLimiter;
+pub use wire::{Record, RoomLine};
+
+/// The Redis pub/sub channel every node publishes its room lines to.
+pub const CHANNEL: &str = "underworld-line:rooms";
+
+/// Lines waiting for the publisher. When it falls this far behind (Redis slow or
+/// stuck), further lines are delivered locally instead of queueing without bound.
+pub const PUBLISH_QUEUE: usize = 16 * 1024;
+
+/// How long a thread waits on Redis before it looks at the stop flag again: what
+/// stopping a node costs at most. Also the time a connection attempt may take.
+const POLL: Duration = Duration::from_millis(250);
+
+/// The cluster settings of a node ([`Config::cluster`](crate::Config::cluster)).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Where Redis is: `redis://HOST:PORT`, `redis://:PASSWORD@HOST:PORT/DB`.
+    pub redis_url: String,
+    /// This node's name, unique in the cluster (see [`wire::validate_node_name`]).
+    pub node: String,
+}
+
+impl ClusterConfig {
+    /// Settings for `redis_url`, with a random node name (`node-` and 8 hex digits).
+    pub fn new(redis_url: &str) -> ClusterConfig {
+        ClusterConfig {
+            redis_url: redis_url.to_string(),
+            node: random_node_name(),
+        }
+    }
+
+    /// Whether `url` is a Redis URL the client accepts (it does not connect), so that a
+    /// typo is a usage error at start-up rather than a node that never links.
+    pub fn check_url(url: &str) -> Result<(), String> {
+        redis::Client::open(url)
+            .map(|_| ())
+            .map_err(|e| format!("not a Redis URL ({e}); e.g. redis://127.0.0.1:6379"))
+    }
+
+    /// The broker's address for the log: the URL without any password.
+    pub fn broker(&self) -> String {
+        match self.redis_url.split_once("://") {
+            Some((scheme, rest)) => {
+                let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                format!("{scheme}://{host}")
+            }
+            None => "(invalid URL)".to_string(),
+        }
+    }
+}
+
+/// Never prints the URL, which may hold a password.
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("broker", &self.broker())
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// `node-` and 8 hex digits, drawn from the standard library's per-process random keys.
+fn random_node_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(now_nanos());
+    format!("node-{:08x}", hasher.finish() as u32)
+}
+
+/// What the cluster threads tell the dispatcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterEvent {
+    /// Subscribed: room lines go through Redis from now on.
+    Up,
+    /// The subscription is lost: room lines stay on this node until [`ClusterEvent::Up`].
+    Down,
+    /// A well-formed message heard on the channel (this node's own lines included).
+    /// Boxed, so that this rare event does not make every [`Event`] larger.
+    Heard(Box<Record>),
+    /// The publisher could not hand the line with this number to Redis: the
+    /// dispatcher delivers it (and any earlier one still waiting) locally.
+    Unpublished(u64),
+}
+
+/// A room line for the publisher thread.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    /// The line's number, returned in [`ClusterEvent::Unpublished`] if it fails.
+    pub(crate) seq: u64,
+    /// The message, as [`Record::encode`] wrote it.
+    pub(crate) payload: String,
+}
+
+/// The two threads of a node in cluster mode, as the dispatcher holds them.
+/// Dropping it stops them: the publisher sees its channel close, the subscriber the flag.
+pub(crate) struct Bridge {
+    outgoing: Sender<Outgoing>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Bridge {
+    /// Starts `cluster-sub` and `cluster-pub` for `config`; they send to `events`.
+    pub(crate) fn start(
+        config: &ClusterConfig,
+        events: Sender<Event>,
+    ) -> io::Result<(Bridge, Vec<JoinHandle<()>>)> {
+        let client = redis::Client::open(config.redis_url.as_str())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--redis: {e}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (outgoing, to_publish) = crossbeam_channel::bounded(PUBLISH_QUEUE);
+        let broker = config.broker();
+        log::info!("cluster: node {} via {broker}", config.node);
+        let subscriber = {
+            let (client, events, stop, broker) = (
+                client.clone(),
+                events.clone(),
+                Arc::clone(&stop),
+                broker.clone(),
+            );
+            thread::Builder::new()
+                .name("cluster-sub".into())
+                .spawn(move || subscriber::run(&client, &events, &stop, &broker))?
+        };
+        let publisher = {
+            let stop = Arc::clone(&stop);
+            thread::Builder::new()
+                .name("cluster-pub".into())
+                .spawn(move || publisher::run(&client, to_publish, &events, &stop))?
+        };
+        Ok((Bridge { outgoing, stop }, vec![subscriber, publisher]))
+    }
+
+    /// Queues a line for publishing without waiting; gives it back if the queue is full.
+    pub(crate) fn publish(&self, line: Outgoing) -> Result<(), Outgoing> {
+        self.outgoing.try_send(line).map_err(|e| match e {
+            TrySendError::Full(line) | TrySendError::Disconnected(line) => line,
+        })
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Hands an event to the dispatcher, waiting while its queue is full, but giving up when
+/// the node stops (the dispatcher no longer drains the queue then). False: give up.
+fn tell_dispatcher(events: &Sender<Event>, stop: &AtomicBool, event: ClusterEvent) -> bool {
+    let mut event = Event::Cluster(event);
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        match events.send_timeout(event, POLL) {
+            Ok(()) => return true,
+            Err(SendTimeoutError::Timeout(again)) => event = again,
+            Err(SendTimeoutError::Disconnected(_)) => return false,
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The dispatcher's side of cluster mode (cargo feature `redis`): which room lines go
+//! to the broker, and what to do with what comes back.
+//!
+//! The rule that gives every member of a room one order: a room line (`MSG`, `ME`,
+//! `JOIN`, `LEAVE`, `NICK`) is not delivered when it is said but when the broker hands
+//! it back, the node's own lines included. Each line is applied exactly once:
+//!
+//! - normally when it comes back from the broker;
+//! - locally, at once, while the node is not subscribed (Redis unreachable: chat stays
+//!   local to this node);
+//! - locally, later, if the publisher could not hand it to Redis, if the subscription
+//!   broke while it was on its way, or if a later line of ours came back first (it was
+//!   lost). Applying a line locally applies every earlier waiting line first, so a
+//!   node's own lines never overtake each other.
+//!
+//! Lines from other nodes were parsed strictly by the subscriber thread
+//! (`src/cluster/wire.rs`); here they are checked against the local table: a line that
+//! names a nick held by a local user is dropped, so no node can speak for a local user.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::listeners::Listeners;
+use super::DispatcherState;
+use crate::cluster::{
+    wire, Bridge, ClusterEvent, LogLimiter, Outgoing, Record, RoomLine, PUBLISH_QUEUE,
+};
+use crate::event::ClientId;
+use crate::reply::Reply;
+use crate::stats::Stats;
+use crate::table::UserTable;
+
+/// Refused remote lines are reported at most this often.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Most of our lines waiting to come back. A broker that takes lines but never hands
+/// them back (a stalled subscription) must not make the queue grow without end: past
+/// this, the oldest is delivered here.
+const MAX_WAITING: usize = PUBLISH_QUEUE;
+
+/// The dispatcher's cluster state.
+pub(super) struct Link {
+    bridge: Bridge,
+    /// This node's name, as it signs its lines.
+    node: String,
+    /// The number the next line of ours gets.
+    next_seq: u64,
+    /// Subscribed to the broker: lines go through it. Otherwise they stay local.
+    up: bool,
+    /// Our lines handed to the publisher, oldest first, waiting to come back.
+    pending: VecDeque<Pending>,
+    listeners: Listeners,
+    refused: LogLimiter,
+}
+
+/// One of our lines on its way through the broker.
+struct Pending {
+    seq: u64,
+    /// The local user it is about.
+    id: ClientId,
+    line: RoomLine,
+}
+
+impl Link {
+    pub(super) fn new(bridge: Bridge, node: String) -> Link {
+        Link {
+            bridge,
+            node,
+            next_seq: 1,
+            up: false,
+            pending: VecDeque::new(),
+            listeners: Listeners::default(),
+            refused: LogLimiter::new(REFUSED_LOG_EVERY),
+        }
+    }
+}
+
+impl DispatcherState {
+    /// In cluster mode, takes a room line said by (or about) local user `id` and sees to
+    /// its delivery: through the broker, or locally while there is none. Returns false
+    /// outside cluster mode (one `Option` check), and the caller delivers it as always.
+    pub(super) fn broker_takes(
+        &mut self,
+        table: &mut UserTable,
+        id: ClientId,
+        room: &str,
+        reply: &Reply<'_>,
+    ) -> bool {
+        let Some(link) = self.cluster.as_mut() else {
+            return false;
+        };
+        let Some(line) = RoomLine::from_reply(room, reply) else {
+            return false;
+        };
+        if !link.up {
+            self.apply(table, Some(id), &line);
+            return true;
+        }
+        let seq = link.next_seq;
+        link.next_seq += 1;
+        let payload = wire::encode(&link.node, seq, &line);
+        link.pending.push_back(Pending { seq, id, line });
+        if link.bridge.publish(Outgoing { seq, payload }).is_err() {
+            // The publisher is far behind (or gone): deliver here rather than wait.
+            self.settle_through(table, seq);
+        } else if link.pending.len() > MAX_WAITING {
+            let oldest = link.pending.front().map_or(seq, |p| p.seq);
+            self.settle_through(table, oldest);
+        }
+        true
+    }
+
+    /// What the cluster threads report.
+    pub(super) fn on_cluster(&mut self, table: &mut UserTable, event: ClusterEvent) {
+        let Some(link) = self.cluster.as_mut() else {
+            return;
+        };
+        match event {
+            ClusterEvent::Up => {
+                link.up = true;
+                self.stats.cluster_linked.store(true, Ordering::Relaxed);
+            }
+            ClusterEvent::Down => {
+                link.up = false;
+                self.stats.cluster_linked.store(false, Ordering::Relaxed);
+                // Whatever was on its way will not come back to us.
+                self.settle_through(table, u64::MAX);
+            }
+            ClusterEvent::Unpublished(seq) => self.settle_through(table, seq),
+            ClusterEvent::Heard(record) if record.node == link.node => {
+                if record.seq >= link.next_seq {
+                    if let Some(held_back) = link.refused.allow() {
+                        log::warn!(
+                            "cluster: heard a line signed {} that this node never sent: \
+                             do two nodes use that --node name? ({held_back} more)",
+                            link.node
+                        );
+                    }
+                }
+                // Our own line: apply what we kept, never what the wire says.
+                self.settle_through(table, record.seq);
+            }
+            ClusterEvent::Heard(record) => self.heard_from_another_node(table, &record),
+        }
+    }
+
+    /// A line from another node: delivered unless it names a local user's nick.
+    fn heard_from_another_node(&mut self, table: &mut UserTable, record: &Record) {
+        let Some(link) = self.cluster.as_mut() else {
+            return;
+        };
+        if record
+            .line
+            .nicks()
+            .any(|nick| table.nick_owner(nick).is_some())
+        {
+            if let Some(held_back) = link.refused.allow() {
+                // Neither the nick nor the text: both are personal, and untrusted.
+                log::warn!(
+                    "cluster: dropped a line from node {} naming a nick a local user holds \
+                     ({held_back} more dropped since the last report)",
+                    record.node
+                );
+            }
+            return;
+        }
+        self.apply(table, None, &record.line);
+    }
+
+    /// Applies our waiting lines up to number `seq`, oldest first.
+    fn settle_through(&mut self, table: &mut UserTable, seq: u64) {
+        loop {
+            let Some(link) = self.cluster.as_mut() else {
+                return;
+            };
+            if link.pending.front().map_or(true, |next| next.seq > seq) {
+                return;
+            }
+            let Some(Pending { id, line, .. }) = link.pending.pop_front() else {
+                return;
+            };
+            self.apply(table, Some(id), &line);
+        }
+    }
+
+    /// Delivers a room line to this node's listeners of its room. `local`: the local
+    /// user the line is about, if any (their `JOIN` and `LEAVE` change what they hear).
+    ///
+    /// `--announce-max` is applied to this node's listeners: a room's size across the
+    /// cluster is not known yet (a later step).
+    fn apply(&mut self, table: &mut UserTable, local: Option<ClientId>, line: &RoomLine) {
+        let Some(link) = self.cluster.as_mut() else {
+            return;
+        };
+        let room = line.room();
+        match (line, local) {
+            (RoomLine::Join { .. }, Some(id)) => link.listeners.enter(id, room),
+            (RoomLine::Leave { .. }, Some(id)) => link.listeners.leave(id),
+            _ => {}
+        }
+        let listeners = link.listeners.of(room);
+        let reply = line.reply();
+        let text = reply.to_line();
+        let few_enough = listeners.len() <= self.config.announce_max;
+        match line {
+            RoomLine::Msg { .. } | RoomLine::Me { .. } => {
+                // Counted where it is said, and where someone hears it.
+                if local.is_some() || !listeners.is_empty() {
+                    Stats::add(&self.stats.messages, 1);
+                }
+                self.out.send_all(listeners, text.as_bytes());
+                table.record(room, reply.to_string(), self.config.history);
+            }
+            RoomLine::Join { .. } | RoomLine::Nick { .. } => match local {
+                _ if few_enough => self.out.send_all(listeners, text.as_bytes()),
+                // The one concerned always learns their own join or rename.
+                Some(id) => self.out.send(id, text.as_bytes()),
+                None => {}
+            },
+            RoomLine::Leave { .. } => {
+                if few_enough {
+                    self.out.send_all(listeners, text.as_bytes());
+                }
+            }
+        }
+        if let (RoomLine::Join { .. }, Some(id)) = (line, local) {
+            self.replay_history(table, id, room);
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! Cluster mode (issue 9, step 1) against a real `redis-server`, which each test starts
+//! on a free port of 127.0.0.1 (no persistence) and stops at the end. Two nodes are two
+//! in-process servers with the same Redis URL.
+//!
+//! Only with `cargo test --features redis`. Without a `redis-server` binary these tests
+//! fail, with a message saying how to install it: they never pass without Redis.
+
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::{eventually, start_server, test_config, Client, PATIENCE};
+use underworld_line::cluster::{ClusterConfig, CHANNEL};
+use underworld_line::console::stats_text;
+use underworld_line::Server;
+
+/// A `redis-server` process of our own, killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        Redis::start_on(free_port())
+    }
+
+    /// Starts `redis-server` on `port` and waits until it answers.
+    fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}): the cluster tests need a real Redis. \
+                     Install it (Debian/Ubuntu: apt-get install -y redis-server; .ci/run does)"
+                )
+            });
+        let redis = Redis { child, port };
+        let start = Instant::now();
+        while redis.connect().is_err() {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "redis-server did not answer on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    fn url(&self) -> String {
+        url(self.port)
+    }
+
+    /// A plain client connection, as any program with access to Redis could open.
+    fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        let mut connection =
+            redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(1))?;
+        redis::cmd("PING").query::<String>(&mut connection)?;
+        Ok(connection)
+    }
+
+    /// Kills it (SIGKILL: every connection breaks at once) and waits for it to end.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn url(port: u16) -> String {
+    format!("redis://127.0.0.1:{port}")
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().unwrap().port()
+}
+
+/// A node named `node` of the cluster at `redis_url`.
+fn start_node(redis_url: &str, node: &str) -> Server {
+    let mut config = test_config();
+    config.cluster = Some(ClusterConfig {
+        redis_url: redis_url.to_string(),
+        node: node.to_string(),
+    });
+    start_server(config)
+}
+
+fn linked(node: &Server) -> bool {
+    node.stats().cluster_linked.load(Ordering::Relaxed)
+}
+
+fn await_link(node: &Server, up: bool) {
+    eventually(
+        &format!("cluster link {}", if up { "up" } else { "down" }),
+        || linked(node) == up,
+    );
+}
+
+/// Reads lines until `done` says the lines read so far are enough; returns them all.
+fn read_until(client: &mut Client, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let mut lines = Vec::new();
+    while !done(&lines) {
+        lines.push(client.line());
+    }
+    lines
+}
+
+fn is_message(line: &str) -> bool {
+    line.starts_with("MSG ") || line.starts_with("ME ")
+}
+
+/// Users on two nodes in one room: `MSG`, `ME`, `JOIN`, `LEAVE` and `NICK` reach every
+/// member on both nodes, and every member sees the room's lines in the same order, though
+/// four of them on two nodes talk at once.
+#[test]
+fn rooms_span_nodes_in_one_order() {
+    let redis = Redis::start();
+    let (a, b) = (
+        start_node(&redis.url(), "node-a"),
+        start_node(&redis.url(), "node-b"),
+    );
+    await_link(&a, true);
+    await_link(&b, true);
+
+    let alice = Client::named(a.local_addr(), "alice");
+    let carol = Client::named(a.local_addr(), "carol");
+    let bob = Client::named(b.local_addr(), "bob");
+    let dave = Client::named(b.local_addr(), "dave");
+    let mut eve = Client::named(b.local_addr(), "eve");
+
+    // One after the other into `den`: each JOIN reaches those already there, on both nodes.
+    let mut members: Vec<Client> = Vec::new();
+    for mut joiner in [alice, bob, carol, dave] {
+        joiner.send("/join den");
+        let join = format!("JOIN den {}", joiner.nick);
+        joiner.expect(&join);
+        for member in &mut members {
+            member.expect(&join);
+        }
+        members.push(joiner);
+    }
+
+    // Everyone talks at once, from both nodes; meanwhile bob renames himself and eve (on
+    // node B) comes in and leaves.
+    const ROUNDS: usize = 20;
+    for i in 0..ROUNDS {
+        members[0].send(&format!("a{i}"));
+        members[1].send(&format!("b{i}"));
+        members[2].send(&format!("/me c{i}"));
+        members[3].send(&format!("d{i}"));
+        match i {
+            5 => eve.send("/join den"),
+            10 => members[1].send("/nick bobby"),
+            12 => eve.send("/quit"),
+            _ => {}
+        }
+    }
+    assert_eq!(eve.expect_bye(), "quit");
+
+    // alice says "end" once she has seen everything: it comes after all of it, in every
+    // member's view.
+    let everything = |lines: &[String]| {
+        lines.iter().filter(|l| is_message(l)).count() == 4 * ROUNDS
+            && lines.iter().any(|l| l == "LEAVE den eve quit")
+            && lines.iter().any(|l| l == "NICK bob bobby")
+    };
+    let mut seen = vec![read_until(&mut members[0], everything)];
+    members[0].send("end");
+    seen[0].extend(read_until(&mut members[0], |l| {
+        l.last().is_some_and(|l| l == "MSG den alice end")
+    }));
+    for member in &mut members[1..] {
+        seen.push(read_until(member, |l| {
+            l.last().is_some_and(|l| l == "MSG den alice end")
+        }));
+    }
+
+    let reference = &seen[0];
+    for (member, lines) in members.iter().zip(&seen) {
+        assert_eq!(
+            lines, reference,
+            "{} saw another order than alice",
+            member.nick
+        );
+    }
+    for expected in [
+        "JOIN den eve",
+        "LEAVE den eve quit",
+        "NICK bob bobby",
+        "ME den carol c0",
+        "MSG den dave d19",
+    ] {
+        assert!(reference.iter().any(|l| l == expected), "no {expected:?}");
+    }
+    // Each sender's lines in the order they were sent.
+    for (prefix, tag) in [
+        ("MSG den alice ", "a"),
+        ("ME den carol ", "c"),
+        ("MSG den dave ", "d"),
+    ] {
+        let said: Vec<&str> = reference
+            .iter()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .filter(|text| *text != "end")
+            .collect();
+        let sent: Vec<String> = (0..ROUNDS).map(|i| format!("{tag}{i}")).collect();
+        assert_eq!(said, sent, "{prefix}");
+    }
+    drop(redis);
+}
+
+/// Anything can be published on the cluster channel. Garbage (wrong format, huge,
+/// not UTF-8, bad names, empty text) is dropped; control characters are stripped as from
+/// a local client; a line naming a local user's nick (or its lookalike), or signed with
+/// this node's own name, never reaches anyone. The node keeps working, and stops cleanly.
+#[test]
+fn garbage_and_forgeries_from_redis_are_dropped() {
+    let redis = Redis::start();
+    let a = start_node(&redis.url(), "node-a");
+    await_link(&a, true);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let mut bob = Client::named(a.local_addr(), "bob");
+    assert!(alice.expect_prefix("NICK ").ends_with(" bob"));
+
+    let mut raw = redis.connect().expect("a raw Redis client");
+    let mut huge = b"UWL1 evil 1 MSG lobby mallory ".to_vec();
+    huge.resize(1024 * 1024, b'x');
+    let garbage: Vec<Vec<u8>> = vec![
+        b"hello".to_vec(),
+        huge,
+        b"UWL1 evil 2 MSG lobby mallory \xff\xfe".to_vec(),
+        b"UWL1 evil 3 MSG lobby alice I am alice".to_vec(),
+        b"UWL1 evil 4 MSG lobby ALICE I am alice too".to_vec(),
+        b"UWL1 evil 5 NICK lobby mallory bob".to_vec(),
+        b"UWL1 evil 6 LEAVE lobby alice kicked".to_vec(),
+        b"UWL1 evil 7 MSG lobby server official notice".to_vec(),
+        b"UWL1 evil 8 MSG Lobby mallory wrong room".to_vec(),
+        b"UWL1 evil 9 JOIN lobby mallory extra".to_vec(),
+        b"UWL1 evil 10 MSG lobby mallory \xe2\x80\xae\xe2\x80\x8b\x1b".to_vec(),
+        b"UWL1 node-a 999 MSG lobby mallory signed as node-a".to_vec(),
+        b"UWL1 evil 11 MSG lobby mallory \x1b[2J\x1b]0;pwned\x07 hi\r\nBYE fake".to_vec(),
+        b"UWL1 evil 12 MSG lobby mallory still here".to_vec(),
+    ];
+    for payload in &garbage {
+        redis::cmd("PUBLISH")
+            .arg(CHANNEL)
+            .arg(payload.as_slice())
+            .query::<i64>(&mut raw)
+            .expect("PUBLISH");
+    }
+    for client in [&mut alice, &mut bob] {
+        let before = client.expect("MSG lobby mallory still here");
+        assert_eq!(
+            before,
+            ["MSG lobby mallory [2J]0;pwned hiBYE fake"],
+            "{} got more than the one cleaned line",
+            client.nick
+        );
+    }
+
+    // Still linked, still working, through the broker.
+    assert!(linked(&a));
+    alice.send("still fine");
+    alice.next_is("MSG lobby alice still fine");
+    bob.next_is("MSG lobby alice still fine");
+    bob.sync();
+    a.shutdown();
+    a.join();
+}
+
+/// Redis absent at start: local chat works at once. Redis comes: the nodes link and rooms
+/// span them. Redis dies: local chat goes on, and what is said then stays local. Redis
+/// is back: the nodes link again by themselves (back-off), and rooms span them again.
+#[test]
+fn chat_stays_local_while_redis_is_unreachable() {
+    let port = free_port();
+    let a = start_node(&url(port), "node-a");
+    let b = start_node(&url(port), "node-b");
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let mut carol = Client::named(a.local_addr(), "carol");
+    let mut bob = Client::named(b.local_addr(), "bob");
+    assert!(!linked(&a) && !linked(&b));
+    alice.send("nobody there yet");
+    alice.expect("MSG lobby alice nobody there yet");
+    carol.expect("MSG lobby alice nobody there yet");
+
+    let mut redis = Redis::start_on(port);
+    await_link(&a, true);
+    await_link(&b, true);
+    alice.send("linked");
+    alice.expect("MSG lobby alice linked");
+    carol.expect("MSG lobby alice linked");
+    let skipped = bob.expect("MSG lobby alice linked");
+    assert!(skipped.is_empty(), "bob got {skipped:?}");
+    bob.send("hello from b");
+    alice.expect("MSG lobby bob hello from b");
+    carol.expect("MSG lobby bob hello from b");
+
+    let stats = stats_text(&a);
+    let expected = format!("cluster: node node-a, linked to {}", url(port));
+    assert!(stats.ends_with(&expected), "{stats}");
+
+    redis.stop();
+    await_link(&a, false);
+    await_link(&b, false);
+    assert!(stats_text(&b).ends_with("chat stays local"));
+    alice.send("during the outage");
+    alice.expect("MSG lobby alice during the outage");
+    carol.expect("MSG lobby alice during the outage");
+    bob.send("b alone");
+    bob.expect("MSG lobby bob b alone");
+
+    let _redis = Redis::start_on(port);
+    await_link(&a, true);
+    await_link(&b, true);
+    alice.send("back");
+    alice.expect("MSG lobby alice back");
+    carol.expect("MSG lobby alice back");
+    let skipped = bob.expect("MSG lobby alice back");
+    assert!(skipped.is_empty(), "bob got {skipped:?}");
+    bob.send("b back");
+    let skipped = alice.expect("MSG lobby bob b back");
+    assert!(skipped.is_empty(), "alice got {skipped:?}");
+    carol.expect("MSG lobby bob b back");
+}
+
+/// The binary: `--redis URL --node NAME` make it a node (its `/stats` says so), its
+/// users share a room with another node's, and `/shutdown` still ends it at once with
+/// exit status 0 (the cluster threads stop too).
+#[test]
+fn the_binary_joins_a_cluster_with_redis_and_node() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::mpsc;
+
+    let redis = Redis::start();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_underworld-line"))
+        .args(["--addr", "127.0.0.1:0", "--rate-limit", "off"])
+        .args(["--redis", &redis.url(), "--node", "bin-node"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the server binary");
+    // Where it listens: the banner on stderr (we asked for port 0).
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("Underworld-Line on ") {
+                let _ = addr_tx.send(rest.split(' ').next().unwrap().to_string());
+            }
+        }
+    });
+    let (out_tx, out_rx) = mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = out_tx.send(line);
+        }
+    });
+    let addr: std::net::SocketAddr = addr_rx
+        .recv_timeout(PATIENCE)
+        .expect("the banner")
+        .parse()
+        .unwrap();
+    let mut console = child.stdin.take().unwrap();
+
+    // Linked, as `/stats` says, once the node has subscribed.
+    let linked_line = format!("cluster: node bin-node, linked to {}", redis.url());
+    let start = Instant::now();
+    'linked: loop {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "/stats never said {linked_line:?}"
+        );
+        writeln!(console, "/stats").unwrap();
+        while let Ok(line) = out_rx.recv_timeout(Duration::from_millis(200)) {
+            if line == linked_line {
+                break 'linked;
+            }
+        }
+    }
+
+    let other = start_node(&redis.url(), "node-b");
+    await_link(&other, true);
+    let mut alice = Client::named(addr, "alice");
+    let mut bob = Client::named(other.local_addr(), "bob");
+    alice.send("hello from the binary");
+    alice.expect("MSG lobby alice hello from the binary");
+    bob.expect("MSG lobby alice hello from the binary");
+
+    writeln!(console, "/shutdown").unwrap();
+    assert_eq!(alice.expect_bye(), "server shutting down");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < PATIENCE, "the node did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+}
