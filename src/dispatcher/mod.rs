@@ -43,6 +43,7 @@ use crate::stats::Stats;
 use crate::table::{SharedTable, Snapshot, UserTable};
 
 use outputs::Outputs;
+use shared_write::SharedBatch;
 
 #[cfg(feature = "redis")]
 mod cluster;
@@ -52,6 +53,7 @@ mod lifecycle;
 mod listeners;
 mod operator;
 mod outputs;
+mod shared_write;
 
 /// Longest list reply (`/users`, `/who`, `/rooms`). A list of 15,000 users would be a
 /// 400 KB reply, larger than a client's whole output allowance; the `END` line still
@@ -140,6 +142,7 @@ impl Dispatcher {
         let flusher = thread::Builder::new()
             .name("flusher".into())
             .spawn(move || run_flusher(flusher_inbox, send_timeout))?;
+        let (writer, writer_thread) = shared_write::start_writer()?;
         let state = DispatcherState {
             out: Outputs {
                 clients: HashMap::new(),
@@ -149,6 +152,7 @@ impl Dispatcher {
                 queued: 0,
                 queued_bytes: 0,
                 flusher: flusher_jobs,
+                writer,
             },
             config,
             table: Arc::clone(&table),
@@ -165,7 +169,7 @@ impl Dispatcher {
             .name("dispatcher".into())
             .spawn(move || state.run(inbox))?;
         #[allow(unused_mut)] // only cluster mode adds threads
-        let mut threads = vec![dispatcher, flusher];
+        let mut threads = vec![dispatcher, flusher, writer_thread];
         #[cfg(feature = "redis")]
         threads.extend(cluster_threads);
         Ok(Dispatcher {
@@ -341,12 +345,17 @@ impl DispatcherState {
 
     /// Writes every outbox that got lines since the last write: one write each.
     fn write_dirty(&mut self) {
-        for id in mem::take(&mut self.out.dirty) {
-            let Some(client) = self.out.clients.get_mut(&id) else {
-                continue;
-            };
-            client.dirty = false;
-            client.write(id, &self.out.flusher);
+        let dirty = mem::take(&mut self.out.dirty);
+        if dirty.len() >= shared_write::SHARE_FROM {
+            self.write_shared(&dirty);
+        } else {
+            for id in dirty {
+                let Some(client) = self.out.clients.get_mut(&id) else {
+                    continue;
+                };
+                client.dirty = false;
+                client.write(id, &self.out.flusher);
+            }
         }
         Stats::add(
             &self.stats.deliveries,
@@ -356,5 +365,21 @@ impl DispatcherState {
             &self.stats.bytes_queued,
             mem::take(&mut self.out.queued_bytes) as u64,
         );
+    }
+
+    /// Writes a long batch together with the writer thread (see `shared_write.rs`).
+    fn write_shared(&mut self, dirty: &[ClientId]) {
+        let outboxes = dirty
+            .iter()
+            .filter_map(|&id| {
+                let client = self.out.clients.get_mut(&id)?;
+                client.dirty = false;
+                Some((id, Arc::clone(&client.outbox)))
+            })
+            .collect();
+        let batch = Arc::new(SharedBatch::new(outboxes, self.out.flusher.clone()));
+        // If the writer is gone (it cannot panic, but still), we write it all alone.
+        let _ = self.out.writer.send(Arc::clone(&batch));
+        batch.write_until_done();
     }
 }

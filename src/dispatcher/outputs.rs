@@ -32,6 +32,8 @@ pub(super) struct Outputs {
     pub(super) queued_bytes: usize,
     /// Where outboxes go when their socket is full.
     pub(super) flusher: Sender<Arc<Outbox>>,
+    /// The writer thread, which helps write long batches (see `shared_write.rs`).
+    pub(super) writer: Sender<Arc<super::SharedBatch>>,
 }
 
 impl Outputs {
