@@ -39,6 +39,7 @@ use crate::reply::Reply;
 use crate::sendq::{Peers, Watchdog};
 use crate::spawner::{NewConnection, Spawner};
 use crate::stats::Stats;
+use crate::transport::TcpConnection;
 
 /// The smallest write timeout the OS takes (std turns it into 1 µs, the kernel rounds
 /// it up to one scheduler tick). Writes are non-blocking anyway (see `transport.rs`);
@@ -159,7 +160,7 @@ impl Acceptor {
             }
             let id = ClientId(next_id);
             next_id += 1;
-            self.admit(id, peer, Arc::new(stream), &spawner);
+            self.admit(id, peer, Arc::new(TcpConnection::new(stream)), &spawner);
             admitted.admit(id, peer, source);
         }
 
@@ -197,7 +198,13 @@ impl Acceptor {
     }
 
     /// Greets a connection through the dispatcher and asks for its reader thread.
-    fn admit(&self, id: ClientId, peer: SocketAddr, stream: Arc<TcpStream>, spawner: &Spawner) {
+    fn admit(
+        &self,
+        id: ClientId,
+        peer: SocketAddr,
+        connection: Arc<TcpConnection>,
+        spawner: &Spawner,
+    ) {
         Stats::add(&self.stats.accepted, 1);
         log::debug!("{id} from {peer}");
         // The dispatcher answers `HELLO` as soon as it takes this event. The channel is
@@ -205,12 +212,12 @@ impl Acceptor {
         // slowed, not the people already chatting.
         let connected = Event::Connected {
             id,
-            transport: stream.clone(),
+            transport: connection.clone(),
         };
         if self.events.send(connected).is_err() {
             return; // the dispatcher is gone: the server is stopping
         }
-        spawner.spawn(NewConnection { id, stream });
+        spawner.spawn(NewConnection { id, connection });
     }
 
     /// Tells a client why it cannot come in, and closes.

@@ -20,6 +20,7 @@ use crate::event::{ClientId, CloseReason, Event};
 use crate::frame::{Frame, LineFramer};
 use crate::rate::{FloodGuard, Verdict};
 use crate::reply::ErrorCode;
+use crate::transport::TcpConnection;
 
 /// Bytes read per `read` call. Small, because it lives on every connection thread's
 /// stack and touched stack pages are memory; chat lines are short, and a long line
@@ -42,7 +43,7 @@ const DRAIN_PAUSE: Duration = Duration::from_millis(50);
 /// comes after it.
 pub(crate) fn run_connection(
     id: ClientId,
-    stream: Arc<TcpStream>,
+    connection: Arc<TcpConnection>,
     events: Sender<Event>,
     config: Arc<Config>,
 ) {
@@ -54,11 +55,11 @@ pub(crate) fn run_connection(
     };
     // Set here rather than by the acceptor, which must stay as quick as it can (see
     // `acceptor.rs`); the dispatcher's first writes do not depend on them.
-    if let Err(e) = configure(&stream) {
+    if let Err(e) = configure(connection.stream()) {
         log::debug!("{id}: could not configure the socket (gone already?): {e}");
     }
     let mut reader = Reader::new(id, &config, events);
-    reader.read_until_closed(&stream);
+    reader.read_until_closed(&connection);
     // Dropping our `Arc` here; the socket (its one file descriptor) is closed when the
     // dispatcher drops its own, after `Closed`.
 }
@@ -125,8 +126,8 @@ impl Reader {
         }
     }
 
-    fn read_until_closed(&mut self, stream: &TcpStream) {
-        let mut stream: &TcpStream = stream;
+    fn read_until_closed(&mut self, connection: &TcpConnection) {
+        let mut stream: &TcpStream = connection.stream();
         let mut buffer = [0u8; READ_CHUNK];
         let mut frames = Vec::new();
         loop {
@@ -165,10 +166,15 @@ impl Reader {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) => {
                     // The deadlines are checked against the clock, not trusted to the
-                    // error: a `WouldBlock` also comes back, early, when a read starts
-                    // while the dispatcher is writing this socket in non-blocking mode
-                    // (see `transport.rs`); then we simply read again.
-                    if self.draining_until.is_none() && Instant::now() >= self.idle_deadline {
+                    // error: a `WouldBlock` also comes back, early, when a write has left
+                    // the socket in non-blocking mode (see `transport.rs`). Then the
+                    // socket goes back to blocking mode and we read again.
+                    let now = Instant::now();
+                    if now < deadline {
+                        if connection.make_blocking().is_err() {
+                            return;
+                        }
+                    } else if self.draining_until.is_none() {
                         self.fatal(CloseReason::Idle);
                     }
                 }

@@ -14,13 +14,17 @@
 //!    recipient's `pending` buffer, then writes every dirty buffer once ([`Outbox::flush`]).
 //!    With no backlog a batch is one event (lowest latency); under load it is many
 //!    (one `write` carries many lines).
-//! 3. A write never waits long: sockets have the smallest `SO_SNDTIMEO` (one kernel tick).
-//!    When a client's socket buffer is full, its outbox becomes **backed up** and is
-//!    handed to the one [flusher](run_flusher) thread, which keeps retrying it; the
-//!    dispatcher no longer writes it at all, it only appends (bounded by `max_pending`).
-//!    So a client that stops reading costs the dispatcher at most one short wait, once.
+//! 3. A write never waits: it is made in non-blocking mode (see
+//!    [`TcpConnection`](crate::transport::TcpConnection)). When a client's socket buffer
+//!    is full, its outbox becomes **backed up** and is handed to the one
+//!    [flusher](run_flusher) thread, which keeps retrying it; the dispatcher no longer
+//!    writes it at all, it only appends (bounded by `max_pending`). So a client that
+//!    stops reading costs the dispatcher one refused write, once: microseconds, even
+//!    when hundreds fill at the same moment.
 //! 4. Memory is bounded per client: `pending` may not pass `max_pending` bytes, and a
 //!    backed-up socket that accepts nothing for `send_timeout` is closed as too slow.
+//! 5. Long batches are written by two threads, the dispatcher and the `writer` (see
+//!    `dispatcher/shared_write.rs`), each taking the next outbox of the batch.
 
 use std::io;
 use std::mem;
@@ -40,12 +44,13 @@ const KEEP_CAPACITY: usize = 1024;
 /// One client's outgoing bytes and the socket they go to.
 pub(crate) struct Outbox {
     transport: Arc<dyn Transport>,
-    /// A `parking_lot::Mutex` because two threads touch it: the dispatcher (appends,
-    /// writes while not backed up) and the flusher (writes while backed up). The
-    /// dispatcher does hold it across its write, and that is safe only because of
-    /// `backed_up`: while it is false the flusher never touches this outbox, so nobody
-    /// waits for the lock. The flusher, whose writes may each wait a kernel tick, takes
-    /// the buffer out of the lock first, so the dispatcher can keep appending.
+    /// A `parking_lot::Mutex` because several threads touch it: the dispatcher
+    /// (appends, writes while not backed up), the writer thread (writes part of a long
+    /// batch) and the flusher (writes while backed up). The dispatcher and the writer
+    /// hold it across their write, which never blocks, so the lock is held for
+    /// microseconds; and holding it is what keeps a client's bytes in order when both
+    /// write the same outbox. The flusher takes the buffer out of the lock before
+    /// writing, so the dispatcher can keep appending meanwhile.
     state: Mutex<OutboxState>,
 }
 

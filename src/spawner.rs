@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
@@ -23,11 +22,12 @@ use crate::config::Config;
 use crate::connection::run_connection;
 use crate::event::{ClientId, CloseReason, Event};
 use crate::stats::Stats;
+use crate::transport::TcpConnection;
 
 /// A connection the acceptor has admitted and the dispatcher has greeted.
 pub(crate) struct NewConnection {
     pub(crate) id: ClientId,
-    pub(crate) stream: Arc<TcpStream>,
+    pub(crate) connection: Arc<TcpConnection>,
 }
 
 /// The acceptor's handle on the spawner thread.
@@ -111,7 +111,7 @@ impl SpawnerState {
     }
 
     fn start(&mut self, job: NewConnection, finished: &Sender<ClientId>) {
-        let NewConnection { id, stream } = job;
+        let NewConnection { id, connection } = job;
         let events = self.events.clone();
         let config = Arc::clone(&self.config);
         let finished = Finished {
@@ -125,7 +125,7 @@ impl SpawnerState {
                 // Dropped last, even if the thread panics: the spawner then joins it
                 // and the acceptor frees its slot.
                 let _finished = finished;
-                run_connection(id, stream, events, config);
+                run_connection(id, connection, events, config);
             });
         match spawned {
             Ok(thread) => {

@@ -1,7 +1,8 @@
 //! Where a client's output goes: a [`Transport`].
 //!
-//! For a real client it is the `TcpStream` itself, shared (through an `Arc`) between the
-//! connection thread, which reads it, and the dispatcher/flusher, which write it. `&TcpStream`
+//! For a real client it is a [`TcpConnection`]: the `TcpStream` itself, shared (through
+//! an `Arc`) between the connection thread, which reads it, and the dispatcher, the
+//! writer and the flusher, which write it. `&TcpStream`
 //! implements both `Read` and `Write`, so one socket needs **one file descriptor**, not
 //! the two a `try_clone` would cost: with an open-file limit of 20,000 that is the
 //! difference between ~19,900 and ~9,900 possible users.
@@ -12,6 +13,7 @@
 
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
@@ -30,40 +32,79 @@ pub trait Transport: Send + Sync {
     fn close(&self);
 }
 
-impl Transport for TcpStream {
-    /// A write that never waits: the socket is switched to non-blocking mode for the
-    /// one `write` call, then back.
-    ///
-    /// Why the switch: the connection thread blocks in `read` on this same socket, and
-    /// `O_NONBLOCK` belongs to the one file description both share, so the socket
-    /// must stay blocking for the reader. A blocking write to a full socket, though,
-    /// waits: even with the smallest `SO_SNDTIMEO` that is one kernel tick (4–12 ms
-    /// here), and a few hundred clients that stop reading at once would freeze the
-    /// dispatcher for seconds. With `O_NONBLOCK` a full socket answers `WouldBlock`
-    /// at once (or takes what fits). Linux reads the flag when a call starts, so a
-    /// read already blocked is not disturbed; a read that starts inside the window
-    /// returns `WouldBlock` early, and the connection thread simply reads again.
-    /// Cost: two `ioctl`s, about half a microsecond, per write (not per line).
+/// A client's TCP socket, shared (through an `Arc`) by its connection thread, which
+/// reads it, and the threads that write it.
+///
+/// # Why writes switch the socket to non-blocking mode
+///
+/// The connection thread blocks in `read` on this socket, and `O_NONBLOCK` belongs to
+/// the one file description both share, so the socket must be blocking for the reader.
+/// A blocking write to a full socket, though, waits: even with the smallest
+/// `SO_SNDTIMEO` that is one kernel tick (4–12 ms here), and a few hundred clients that
+/// stop reading at once would freeze the dispatcher for seconds. So writes happen in
+/// non-blocking mode: a full socket answers `WouldBlock` at once (or takes what fits).
+///
+/// Linux looks at the flag when a call starts, so a read that is already blocked is not
+/// disturbed by it. The socket is switched only when it is not in the wanted mode
+/// already (`nonblocking` remembers which): a client that only listens, the common
+/// case, costs no switch at all after its first write. A read that starts while the
+/// socket is non-blocking returns `WouldBlock` at once; the connection thread then
+/// calls [`TcpConnection::make_blocking`] and reads again.
+///
+/// The two threads can race: a write may find the flag set just as the reader turns
+/// the socket back to blocking. That write is then blocking, which costs at most the
+/// one tick of `SO_SNDTIMEO` (set by the connection thread), and only if the socket is
+/// full at that very moment: rare, and bounded.
+#[derive(Debug)]
+pub struct TcpConnection {
+    stream: TcpStream,
+    /// Whether the socket was last switched to non-blocking mode (by a write).
+    nonblocking: AtomicBool,
+}
+
+impl TcpConnection {
+    /// Wraps an accepted, blocking stream.
+    pub fn new(stream: TcpStream) -> TcpConnection {
+        TcpConnection {
+            stream,
+            nonblocking: AtomicBool::new(false),
+        }
+    }
+
+    /// The socket itself, for reading.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Puts the socket back into blocking mode, for the reader: a read returned
+    /// `WouldBlock` before its deadline, because a write left the socket non-blocking.
+    pub fn make_blocking(&self) -> io::Result<()> {
+        self.nonblocking.store(false, Ordering::SeqCst);
+        self.stream.set_nonblocking(false)
+    }
+}
+
+impl Transport for TcpConnection {
+    /// A write that never waits (see the type's documentation).
     ///
     /// A write to a peer that has gone returns an error (`EPIPE`, `ECONNRESET`) rather
     /// than killing the process with `SIGPIPE`, because the Rust runtime ignores that
     /// signal in every Rust program before `main` starts.
     fn send(&self, bytes: &[u8]) -> io::Result<usize> {
-        self.set_nonblocking(true)?;
-        let mut stream: &TcpStream = self;
-        let written = stream.write(bytes);
-        // If this fails the socket is broken, and the write result says so too.
-        let _ = self.set_nonblocking(false);
-        written
+        if !self.nonblocking.swap(true, Ordering::SeqCst) {
+            self.stream.set_nonblocking(true)?;
+        }
+        let mut stream: &TcpStream = &self.stream;
+        stream.write(bytes)
     }
 
     fn finish(&self) {
         // Errors mean the peer is already gone, which is what we wanted anyway.
-        let _ = self.shutdown(Shutdown::Write);
+        let _ = self.stream.shutdown(Shutdown::Write);
     }
 
     fn close(&self) {
-        let _ = self.shutdown(Shutdown::Both);
+        let _ = self.stream.shutdown(Shutdown::Both);
     }
 }
 
