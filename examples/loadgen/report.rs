@@ -163,38 +163,6 @@ pub(crate) fn percentile(sorted: &[u64], q: f64) -> u64 {
     sorted[rank - 1]
 }
 
-/// The kernel's `TcpExt` counters from /proc/net/netstat: a header line of names and a
-/// line of values, both starting `TcpExt:`. `None` if the file cannot be read.
-pub(crate) fn tcp_ext() -> Option<Vec<(String, u64)>> {
-    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
-    parse_tcp_ext(&text)
-}
-
-/// The parser behind [`tcp_ext`], on the file's text.
-pub(crate) fn parse_tcp_ext(text: &str) -> Option<Vec<(String, u64)>> {
-    let mut rows = text.lines().filter(|l| l.starts_with("TcpExt:"));
-    let names = rows.next()?.split_whitespace().skip(1);
-    let values = rows.next()?.split_whitespace().skip(1);
-    Some(
-        names
-            .zip(values)
-            .filter_map(|(n, v)| Some((n.to_string(), v.parse().ok()?)))
-            .collect(),
-    )
-}
-
-/// The growth of the `TcpExt` counter `name` between two readings (`None` if missing).
-pub(crate) fn tcp_ext_delta(
-    before: &Option<Vec<(String, u64)>>,
-    after: &Option<Vec<(String, u64)>>,
-    name: &str,
-) -> Option<u64> {
-    let get = |t: &Option<Vec<(String, u64)>>| {
-        t.as_ref()?.iter().find(|(n, _)| n == name).map(|&(_, v)| v)
-    };
-    Some(get(after)?.saturating_sub(get(before)?))
-}
-
 /// The kernel's memory for all TCP sockets, in pages: `TCP: ... mem N` in
 /// /proc/net/sockstat (socket buffers, system-wide).
 pub(crate) fn tcp_mem_pages() -> Option<u64> {
@@ -252,26 +220,4 @@ pub(crate) fn jnum(x: Option<f64>) -> String {
 /// `Some(x)` as text, `None` as "n/a".
 pub(crate) fn show_u(x: Option<u64>) -> String {
     x.map_or("n/a".to_string(), |v| v.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tcp_ext_pairs_names_with_values() {
-        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\n\
-                    TcpExt: 3 17 18\n\
-                    IpExt: InNoRoutes\nIpExt: 0\n";
-        let parsed = parse_tcp_ext(text);
-        let after = Some(vec![
-            ("SyncookiesSent".to_string(), 5),
-            ("ListenOverflows".to_string(), 20),
-            ("ListenDrops".to_string(), 18),
-        ]);
-        assert_eq!(tcp_ext_delta(&parsed, &after, "ListenOverflows"), Some(3));
-        assert_eq!(tcp_ext_delta(&parsed, &after, "SyncookiesSent"), Some(2));
-        assert_eq!(tcp_ext_delta(&parsed, &after, "ListenDrops"), Some(0));
-        assert_eq!(tcp_ext_delta(&parsed, &after, "Nope"), None);
-    }
 }

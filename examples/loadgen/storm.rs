@@ -14,7 +14,11 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use crate::fleet::{Fleet, NoSink, State};
-use crate::report::{cpu_time, hist_ms, jnum, show_u, tcp_ext, tcp_ext_delta, Obj};
+use crate::report::{cpu_time, hist_ms, jnum, show_u, Obj};
+use underworld_line::netstat;
+
+/// The kernel counters of connections lost before `accept`, read before and after.
+const COUNTERS: [&str; 3] = ["ListenOverflows", "ListenDrops", "SyncookiesSent"];
 use crate::round::new_histogram;
 use crate::Options;
 
@@ -30,7 +34,7 @@ pub(crate) fn run_storm(fleet: &mut Fleet, opts: &Options) -> Result<String, Str
     let n = opts.clients.unwrap_or(1000);
     let rate = opts.connect_rate;
     let stuck_after = Duration::from_secs_f64(opts.stuck_after);
-    let netstat_before = tcp_ext();
+    let netstat_before = COUNTERS.map(netstat::tcp_ext);
     let cpu_before = cpu_time();
     fleet.set_label("storm: connecting");
     let first = fleet.conns.len();
@@ -89,7 +93,7 @@ pub(crate) fn run_storm(fleet: &mut Fleet, opts: &Options) -> Result<String, Str
         fleet.turn(wait, &mut NoSink);
     }
     let wall = start.elapsed();
-    let netstat_after = tcp_ext();
+    let netstat_after = COUNTERS.map(netstat::tcp_ext);
     let cpu_used = cpu_time().saturating_sub(cpu_before);
 
     // Classify each connection of the storm.
@@ -135,9 +139,8 @@ pub(crate) fn run_storm(fleet: &mut Fleet, opts: &Options) -> Result<String, Str
     let achieved_rate = all_started_after
         .map(|d| (n.saturating_sub(1)) as f64 / d.as_secs_f64().max(1e-9))
         .filter(|_| n > 1);
-    let overflows = tcp_ext_delta(&netstat_before, &netstat_after, "ListenOverflows");
-    let drops = tcp_ext_delta(&netstat_before, &netstat_after, "ListenDrops");
-    let cookies = tcp_ext_delta(&netstat_before, &netstat_after, "SyncookiesSent");
+    let growth = |i: usize| Some(netstat_after[i]?.saturating_sub(netstat_before[i]?));
+    let (overflows, drops, cookies) = (growth(0), growth(1), growth(2));
     let lg_cpu = 100.0 * cpu_used.as_secs_f64() / wall.as_secs_f64().max(1e-9);
     let jopt = |x: Option<u64>| x.map_or("null".to_string(), |v| v.to_string());
     if opts.json {

@@ -346,7 +346,7 @@ impl DispatcherState {
     /// Writes every outbox that got lines since the last write: one write each.
     fn write_dirty(&mut self) {
         let dirty = mem::take(&mut self.out.dirty);
-        if dirty.len() >= shared_write::SHARE_FROM {
+        if shared_write::worth_sharing(dirty.len(), self.out.queued) {
             self.write_shared(&dirty);
         } else {
             for id in dirty {
