@@ -42,8 +42,8 @@ use crate::stats::Stats;
 use crate::transport::TcpConnection;
 
 /// The smallest write timeout the OS takes (std turns it into 1 µs, the kernel rounds
-/// it up to one scheduler tick). Writes are non-blocking anyway (see `transport.rs`);
-/// this is the backstop that bounds any write that would block after all.
+/// it up to one scheduler tick), for the one `BYE` written to a refused connection: its
+/// buffer is empty, so it cannot block, and this bounds it all the same.
 const WRITE_TIMEOUT: Duration = Duration::from_nanos(1);
 
 /// Everything the acceptor thread needs.

@@ -44,9 +44,11 @@
 //!
 //! ## Threads
 //!
-//! `acceptor` → (`spawner`) → one `conn-N` per client → (crossbeam channel) → `dispatcher` → sockets;
-//! `flusher` retries the sockets of clients that read slowly. See the README's
-//! "How it works".
+//! `acceptor` → (`spawner`) → one `conn-N` per client → (crossbeam channel) →
+//! `dispatcher` → sockets, with the `writer` thread taking half of a long batch;
+//! `flusher` retries the sockets of clients that read slowly, and `sendq-watch` finds
+//! the clients that stopped reading while the kernel still buffers for them. See the
+//! README's "How it works".
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

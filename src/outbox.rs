@@ -292,7 +292,8 @@ impl OutboxState {
     }
 }
 
-/// "The socket buffer is full": what a write with `SO_SNDTIMEO` returns when it gave up.
+/// "The socket buffer is full": what a non-blocking write returns (or, in the rare race
+/// described in `transport.rs`, a blocking one whose `SO_SNDTIMEO` ran out).
 fn is_full(error: &io::Error) -> bool {
     matches!(
         error.kind(),
@@ -305,10 +306,9 @@ fn is_full(error: &io::Error) -> bool {
 ///
 /// Why one thread and not one per slow client: it costs one thread whatever happens, so
 /// the connection cap need not reserve room for surprise threads, and backed-up clients
-/// are few. Why the back-off: a write to a socket that is still full waits up to a
-/// kernel tick (measured here: 4–12 ms). A client that has stopped reading would cost
-/// that on every round and starve the clients that are merely a little behind, so an
-/// outbox whose attempt made no progress is retried later and later (up to
+/// are few. Why the back-off: writes never wait, so retrying a socket that is still
+/// full costs little, but a client that has stopped reading would be retried in a busy
+/// loop; so an outbox whose attempt made no progress is retried later and later (up to
 /// [`MAX_BACKOFF`]), while one that progresses is retried at once.
 ///
 /// It ends when the dispatcher drops its sender (the channel disconnects) and its

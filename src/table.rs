@@ -25,8 +25,8 @@ pub const LOBBY: &str = "lobby";
 /// is), and it has no poisoning, so a panic while a reader holds it cannot make the table
 /// unusable for the dispatcher and everyone else. The dispatcher holds it for one event
 /// at a time while it updates memory; the only socket write that can happen under it is
-/// the rare early write of a client whose batch outgrew `--max-pending`, which waits at
-/// most one kernel tick.
+/// the rare early write of a client whose batch outgrew `--max-pending`, which never
+/// waits (writes are non-blocking).
 pub type SharedTable = Arc<Mutex<UserTable>>;
 
 /// One user online.

@@ -216,7 +216,8 @@ impl DispatcherState {
         }
         // The reader saw the end of the input, but the peer may still be reading (a
         // half-close, like `nc -N`): write what this batch queued for it (its `BYE`,
-        // say) before closing. At most one short wait, thanks to the write timeout.
+        // say) before closing. The write does not wait: whatever the socket cannot take
+        // now is dropped with the connection.
         client.outbox.flush();
         // Closing also tells the flusher to forget it.
         client.outbox.close(None);
