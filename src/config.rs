@@ -33,11 +33,13 @@ pub struct Config {
     pub rate_limit: Option<RateLimit>,
     /// Most bytes queued for one client that is not reading. Default 64 KiB: about 800
     /// chat lines, more than a full history replay plus a busy minute, while 15,000
-    /// stuck clients still cost under 1 GiB. (ngircd: 32 KiB; ergo: 96 KiB.)
+    /// stuck clients still cost under 1 GiB. (ngircd: 32 KiB; ergo: 96 KiB.) The same
+    /// bound applies to what waits unread in the kernel's send queue: over it for
+    /// `send_timeout`, the client is too slow (see the send-queue watchdog).
     pub max_pending: usize,
-    /// A client whose socket accepts no byte for this long while output waits is
-    /// disconnected as too slow. Default 2 s: by then the kernel's own buffer (hundreds
-    /// of KiB) is full too, so the client is far behind.
+    /// A client whose socket accepts no byte for this long while output waits, or whose
+    /// kernel send queue stays over `max_pending` this long, is disconnected as too
+    /// slow. Default 2 s: a reading client empties its queue in far less.
     pub send_timeout: Duration,
     /// A client that completes no line for this long gets `BYE idle`. Default 10 min.
     /// Bytes that do not complete a line do not count, so trickling a byte at a time
