@@ -45,8 +45,8 @@ options (defaults in brackets):
   --rate-limit BURST/PER_SEC|off
                              flood limit per client [10/2]
   --max-pending BYTES        output queued for a client that does not read (in the
-                             server, or unread in the kernel's send queue for
-                             --send-timeout) before it is dropped as too slow [65536]
+                             server, or unread in the kernel's send queue for the
+                             send timeout) before it is dropped as too slow [65536]
   --send-timeout SECS        a socket that accepts nothing this long is too slow [2]
   --idle-timeout SECS        no complete line this long: BYE idle [600]
   --announce-max N           rooms bigger than this do not announce JOIN/LEAVE/NICK
