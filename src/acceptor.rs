@@ -24,7 +24,7 @@
 //! reader can exist, the dispatcher always hears of a client before its first line.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,7 +36,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::config::Config;
 use crate::event::{ClientId, Event};
 use crate::reply::Reply;
-use crate::sendq::{Peers, Watchdog};
+use crate::sendq::{self, Peers, Watchdog};
 use crate::spawner::{NewConnection, Spawner};
 use crate::stats::Stats;
 use crate::transport::TcpConnection;
@@ -78,6 +78,7 @@ impl Admitted {
     }
 
     fn admit(&mut self, id: ClientId, peer: SocketAddr, source: IpAddr) {
+        let peer = sendq::peer_key(peer);
         self.live.insert(id, (peer, source));
         *self.per_source.entry(source).or_default() += 1;
         self.peers.lock().insert(peer, id);
@@ -89,7 +90,13 @@ impl Admitted {
             let Some((peer, source)) = self.live.remove(&id) else {
                 continue;
             };
-            self.peers.lock().remove(&peer);
+            // Only if it is still this connection's: the same address may already
+            // belong to a newer one (a client that reconnected from the same port).
+            let mut peers = self.peers.lock();
+            if peers.get(&peer) == Some(&id) {
+                peers.remove(&peer);
+            }
+            drop(peers);
             if let Some(count) = self.per_source.get_mut(&source) {
                 *count -= 1;
                 if *count == 0 {
@@ -160,8 +167,9 @@ impl Acceptor {
             }
             let id = ClientId(next_id);
             next_id += 1;
-            self.admit(id, peer, Arc::new(TcpConnection::new(stream)), &spawner);
-            admitted.admit(id, peer, source);
+            if self.admit(id, peer, Arc::new(TcpConnection::new(stream)), &spawner) {
+                admitted.admit(id, peer, source);
+            }
         }
 
         // No more `Connected` will follow: the dispatcher may finish its shutdown once
@@ -197,14 +205,15 @@ impl Acceptor {
         }
     }
 
-    /// Greets a connection through the dispatcher and asks for its reader thread.
+    /// Greets a connection through the dispatcher and asks for its reader thread;
+    /// `false` if the dispatcher is gone (the server is stopping).
     fn admit(
         &self,
         id: ClientId,
         peer: SocketAddr,
         connection: Arc<TcpConnection>,
         spawner: &Spawner,
-    ) {
+    ) -> bool {
         Stats::add(&self.stats.accepted, 1);
         log::debug!("{id} from {peer}");
         // The dispatcher answers `HELLO` as soon as it takes this event. The channel is
@@ -215,9 +224,10 @@ impl Acceptor {
             transport: connection.clone(),
         };
         if self.events.send(connected).is_err() {
-            return; // the dispatcher is gone: the server is stopping
+            return false; // the dispatcher is gone: the server is stopping
         }
         spawner.spawn(NewConnection { id, connection });
+        true
     }
 
     /// Tells a client why it cannot come in, and closes.
@@ -265,6 +275,23 @@ fn say_bye(stream: &TcpStream, reason: &str) {
     let mut stream = stream;
     let _ = stream.write_all(Reply::Bye { reason }.to_line().as_bytes());
     let _ = stream.shutdown(std::net::Shutdown::Write);
+    discard_input(stream);
+}
+
+/// Reads off whatever the client already sent (without waiting, at most 64 KiB):
+/// closing a socket with unread input makes the kernel send a reset, which can destroy
+/// the `BYE` before the client reads it.
+fn discard_input(mut stream: &TcpStream) {
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut buffer = [0u8; 1024];
+    for _ in 0..64 {
+        match stream.read(&mut buffer) {
+            Ok(n) if n > 0 => {}
+            _ => return, // nothing (more) to read, or the end
+        }
+    }
 }
 
 /// What `--max-per-ip` counts as one source. An IPv4 address is one source (an

@@ -147,7 +147,8 @@ impl FloodGuard {
         if tokens >= 1.0 - 1e-9 {
             return Duration::ZERO;
         }
-        Duration::from_secs_f64((1.0 - tokens) / self.limit.per_second)
+        // `try_`: a tiny rate (`10/1e-300` parses) would overflow a `Duration`.
+        Duration::try_from_secs_f64((1.0 - tokens) / self.limit.per_second).unwrap_or(Duration::MAX)
     }
 
     /// Whether a limited line at `now` should be answered with `ERR rate-limited`: at

@@ -17,9 +17,15 @@
 //! and a client whose queue stays above `--max-pending` for `--send-timeout` is
 //! reported to the dispatcher (`Event::Fatal`, too slow), which drops it like any
 //! other slow reader. It reads the file only when the server has written at least
-//! `--max-pending` bytes since the last look (nobody can have more queued otherwise),
-//! so an idle server never pays for it; with busy traffic it costs one read of the
-//! file a second (about a microsecond per socket on the machine). Where the file does
+//! `--max-pending` bytes since the last look, or when the last look found someone over
+//! half the limit (a queue carries over from one look to the next), so an idle server
+//! never pays for it; with busy traffic it costs one read of the file a second (about
+//! a microsecond per socket on the machine).
+//!
+//! `tx_queue` counts bytes not yet *acknowledged*, which includes bytes still in
+//! flight: a client on a link that holds more than `--max-pending` in flight (bandwidth
+//! × round trip) for `--send-timeout` under sustained traffic would be dropped too.
+//! At chat rates that does not happen; raise `--max-pending` for such links. Where the file does
 //! not exist (not Linux), the watchdog does nothing and the limits above remain.
 
 use std::collections::HashMap;
@@ -38,8 +44,15 @@ use crate::stats::Stats;
 /// How often the send queues are looked at (when there was traffic).
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 
-/// Which connection each peer address is: filled by the acceptor, read here.
+/// Which connection each peer address is: filled by the acceptor, read here. Keys go
+/// through [`peer_key`].
 pub(crate) type Peers = Arc<Mutex<HashMap<SocketAddr, ClientId>>>;
+
+/// An address as `/proc/net/tcp` can show it: an IPv6 address's scope and flow label
+/// (which `accept` may fill in, for a link-local peer) are not part of it.
+pub(crate) fn peer_key(address: SocketAddr) -> SocketAddr {
+    SocketAddr::new(address.ip(), address.port())
+}
 
 /// The handle that stops the watchdog thread (when dropped) and waits for it.
 pub(crate) struct Watchdog {
@@ -66,6 +79,7 @@ impl Watchdog {
             max_queued: max_queued as u64,
             patience,
             over_since: HashMap::new(),
+            close_to_limit: false,
             written_at_last_look: 0,
         };
         let thread = thread::Builder::new()
@@ -90,6 +104,9 @@ struct WatchState {
     patience: Duration,
     /// Peers whose send queue is over the limit, and since when.
     over_since: HashMap<SocketAddr, Instant>,
+    /// Someone's queue was over half the limit at the last look: look again in a
+    /// second whatever the traffic, since a queue carries over from look to look.
+    close_to_limit: bool,
     written_at_last_look: u64,
 }
 
@@ -102,7 +119,7 @@ impl WatchState {
             }
             let written = Stats::get(&self.stats.bytes_queued);
             let enough_traffic = written - self.written_at_last_look >= self.max_queued;
-            if !enough_traffic && self.over_since.is_empty() {
+            if !enough_traffic && !self.close_to_limit {
                 continue;
             }
             self.written_at_last_look = written;
@@ -115,6 +132,9 @@ impl WatchState {
 
     /// Updates who is over the limit, and reports those over it for too long.
     fn look(&mut self, queues: Vec<(SocketAddr, u64)>, now: Instant) {
+        self.close_to_limit = queues
+            .iter()
+            .any(|&(_, queued)| queued > self.max_queued / 2);
         let over: HashMap<SocketAddr, u64> = queues
             .into_iter()
             .filter(|&(_, queued)| queued > self.max_queued)
@@ -134,7 +154,8 @@ impl WatchState {
             let Some(id) = self.peers.lock().get(&peer).copied() else {
                 continue;
             };
-            log::debug!("{id}: {} bytes unread in the kernel", over[&peer]);
+            log::debug!("{id}: {} bytes unacknowledged in the kernel", over[&peer]);
+            Stats::add(&self.stats.send_queue_drops, 1);
             let reason = CloseReason::TooSlow;
             let _ = self.events.send(Event::Fatal { id, reason });
         }
@@ -193,7 +214,7 @@ fn parse_address(field: &str) -> Option<SocketAddr> {
         }
         _ => return None,
     };
-    Some(SocketAddr::new(ip, port))
+    Some(peer_key(SocketAddr::new(ip, port)))
 }
 
 #[cfg(test)]
@@ -246,6 +267,7 @@ mod tests {
             max_queued: 1000,
             patience: Duration::from_secs(2),
             over_since: HashMap::new(),
+            close_to_limit: false,
             written_at_last_look: 0,
         };
         let t0 = Instant::now();

@@ -18,6 +18,9 @@ pub struct Stats {
     /// Bytes queued for clients (what the send-queue watchdog uses to know whether
     /// anyone could have fallen behind since it last looked).
     pub bytes_queued: AtomicU64,
+    /// Of those dropped as too slow, the ones the send-queue watchdog found (their
+    /// unacknowledged output in the kernel stayed over `--max-pending`).
+    pub send_queue_drops: AtomicU64,
     /// Clients disconnected for reading too slowly.
     pub too_slow: AtomicU64,
     /// Events an observer missed because it fell too far behind

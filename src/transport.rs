@@ -52,9 +52,10 @@ pub trait Transport: Send + Sync {
 /// calls [`TcpConnection::make_blocking`] and reads again.
 ///
 /// The two threads can race: a write may find the flag set just as the reader turns
-/// the socket back to blocking. That write is then blocking, which costs at most the
-/// one tick of `SO_SNDTIMEO` (set by the connection thread), and only if the socket is
-/// full at that very moment: rare, and bounded.
+/// the socket back to blocking. That one write is then blocking, which costs at most
+/// the one tick of `SO_SNDTIMEO` (set by the connection thread), and only if the
+/// socket is full at that very moment; the next write switches again. Rare, and
+/// bounded to one write per line the client sends.
 #[derive(Debug)]
 pub struct TcpConnection {
     stream: TcpStream,
@@ -79,8 +80,13 @@ impl TcpConnection {
     /// Puts the socket back into blocking mode, for the reader: a read returned
     /// `WouldBlock` before its deadline, because a write left the socket non-blocking.
     pub fn make_blocking(&self) -> io::Result<()> {
+        // The switch first, the flag second: a writer that looks at the flag in
+        // between still believes the socket non-blocking and skips its switch, but
+        // only for that one write; any later writer sees the flag clear and switches.
+        // (The other order could leave the flag set on a blocking socket for good.)
+        self.stream.set_nonblocking(false)?;
         self.nonblocking.store(false, Ordering::SeqCst);
-        self.stream.set_nonblocking(false)
+        Ok(())
     }
 }
 

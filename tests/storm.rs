@@ -56,8 +56,9 @@ fn a_burst_of_clients_is_greeted_every_one() {
 
 /// Shutdown lands while clients are still pouring in: every client the server accepted
 /// (it got `HELLO`) also gets `BYE server shutting down` as its last line; the clients
-/// that were still waiting in the listen queue are told the same instead of being
-/// reset; and once the server has stopped, its threads and sockets are all gone.
+/// still waiting in the listen queue may be told the same (how many were waiting is up
+/// to the timing, so that part is reported, not asserted); and once the server has
+/// stopped, its threads and sockets are all gone.
 #[test]
 fn a_shutdown_in_the_middle_of_a_burst_says_bye_and_leaks_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
