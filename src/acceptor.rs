@@ -39,12 +39,7 @@ use crate::reply::Reply;
 use crate::sendq::{self, Peers, Watchdog};
 use crate::spawner::{NewConnection, Spawner};
 use crate::stats::Stats;
-use crate::transport::TcpConnection;
-
-/// The smallest write timeout the OS takes (std turns it into 1 µs, the kernel rounds
-/// it up to one scheduler tick), for the one `BYE` written to a refused connection: its
-/// buffer is empty, so it cannot block, and this bounds it all the same.
-const WRITE_TIMEOUT: Duration = Duration::from_nanos(1);
+use crate::transport::{TcpConnection, SMALLEST_WRITE_TIMEOUT};
 
 /// Everything the acceptor thread needs.
 pub(crate) struct Acceptor {
@@ -167,7 +162,7 @@ impl Acceptor {
             }
             let id = ClientId(next_id);
             next_id += 1;
-            if self.admit(id, peer, Arc::new(TcpConnection::new(stream)), &spawner) {
+            if self.greet_and_hand_off(id, peer, Arc::new(TcpConnection::new(stream)), &spawner) {
                 admitted.admit(id, peer, source);
             }
         }
@@ -187,9 +182,9 @@ impl Acceptor {
     /// The send-queue watchdog for this listener's connections (see `sendq.rs`);
     /// without it the server still runs, with only its own buffer limits.
     fn start_watchdog(&self, peers: &Peers) -> Option<Watchdog> {
-        let port = self.listener.local_addr().ok()?.port();
+        let listener = self.listener.local_addr().ok()?;
         let started = Watchdog::start(
-            port,
+            listener,
             Arc::clone(peers),
             self.events.clone(),
             Arc::clone(&self.stats),
@@ -207,7 +202,7 @@ impl Acceptor {
 
     /// Greets a connection through the dispatcher and asks for its reader thread;
     /// `false` if the dispatcher is gone (the server is stopping).
-    fn admit(
+    fn greet_and_hand_off(
         &self,
         id: ClientId,
         peer: SocketAddr,
@@ -271,7 +266,7 @@ impl Acceptor {
 /// Writes `BYE <reason>` to a brand-new socket and half-closes it. Its buffer is empty,
 /// so this short write cannot block; the timeout is there all the same.
 fn say_bye(stream: &TcpStream, reason: &str) {
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(SMALLEST_WRITE_TIMEOUT));
     let mut stream = stream;
     let _ = stream.write_all(Reply::Bye { reason }.to_line().as_bytes());
     let _ = stream.shutdown(std::net::Shutdown::Write);

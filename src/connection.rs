@@ -20,7 +20,7 @@ use crate::event::{ClientId, CloseReason, Event};
 use crate::frame::{Frame, LineFramer};
 use crate::rate::{FloodGuard, Verdict};
 use crate::reply::ErrorCode;
-use crate::transport::TcpConnection;
+use crate::transport::{TcpConnection, SMALLEST_WRITE_TIMEOUT};
 
 /// Bytes read per `read` call. Small, because it lives on every connection thread's
 /// stack and touched stack pages are memory; chat lines are short, and a long line
@@ -69,14 +69,10 @@ fn configure(stream: &TcpStream) -> io::Result<()> {
     // Chat lines are small and interactive: send them at once rather than waiting to
     // fill a packet (Nagle). Our own batching already coalesces under load.
     stream.set_nodelay(true)?;
-    // Writes are non-blocking (see `transport.rs`); this smallest write timeout (one
-    // kernel tick) is the backstop that bounds a write that would block after all.
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))
+    // Writes are non-blocking (see `transport.rs`); this timeout is the backstop that
+    // bounds a write that would block after all.
+    stream.set_write_timeout(Some(SMALLEST_WRITE_TIMEOUT))
 }
-
-/// The smallest write timeout the OS takes (std turns it into 1 µs, the kernel rounds
-/// it up to one scheduler tick).
-const WRITE_TIMEOUT: Duration = Duration::from_nanos(1);
 
 /// Publishes `Closed` for its connection when dropped.
 struct SendOnDrop {

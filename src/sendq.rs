@@ -61,9 +61,9 @@ pub(crate) struct Watchdog {
 }
 
 impl Watchdog {
-    /// Starts watching the connections of the listener on `local_port`.
+    /// Starts watching the connections of the listener bound to `listener`.
     pub(crate) fn start(
-        local_port: u16,
+        listener: SocketAddr,
         peers: Peers,
         events: Sender<Event>,
         stats: Arc<Stats>,
@@ -72,7 +72,7 @@ impl Watchdog {
     ) -> std::io::Result<Watchdog> {
         let (stop, stopped) = crossbeam_channel::bounded(0);
         let mut state = WatchState {
-            local_port,
+            listener,
             peers,
             events,
             stats,
@@ -96,7 +96,7 @@ impl Watchdog {
 }
 
 struct WatchState {
-    local_port: u16,
+    listener: SocketAddr,
     peers: Peers,
     events: Sender<Event>,
     stats: Arc<Stats>,
@@ -123,7 +123,7 @@ impl WatchState {
                 continue;
             }
             self.written_at_last_look = written;
-            let Some(queues) = send_queues(self.local_port) else {
+            let Some(queues) = send_queues(self.listener) else {
                 return; // no /proc/net/tcp here: nothing to watch
             };
             self.look(queues, Instant::now());
@@ -162,18 +162,23 @@ impl WatchState {
     }
 }
 
-/// The send queue of every established connection to `local_port`, by peer address,
-/// from `/proc/net/tcp` and `/proc/net/tcp6`; `None` where neither exists.
-fn send_queues(local_port: u16) -> Option<Vec<(SocketAddr, u64)>> {
-    let mut queues = Vec::new();
-    let mut found = false;
-    for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        if let Ok(text) = fs::read_to_string(path) {
-            found = true;
-            queues.extend(text.lines().filter_map(|line| parse_line(line, local_port)));
-        }
-    }
-    found.then_some(queues)
+/// The send queue of every established connection to `listener`'s port, by peer
+/// address; `None` where the file does not exist. Only the listener's own family's file
+/// is read: an IPv4 listener's connections are all in `/proc/net/tcp`, an IPv6 one's
+/// (IPv4 clients included, as mapped addresses) all in `/proc/net/tcp6`, and the file
+/// is the expensive part.
+fn send_queues(listener: SocketAddr) -> Option<Vec<(SocketAddr, u64)>> {
+    let path = match listener {
+        SocketAddr::V4(_) => "/proc/net/tcp",
+        SocketAddr::V6(_) => "/proc/net/tcp6",
+    };
+    let text = fs::read_to_string(path).ok()?;
+    let port = listener.port();
+    Some(
+        text.lines()
+            .filter_map(|line| parse_line(line, port))
+            .collect(),
+    )
 }
 
 /// One line of `/proc/net/tcp`:
@@ -260,7 +265,7 @@ mod tests {
         let peers: Peers = Arc::default();
         peers.lock().insert(peer, ClientId(7));
         let mut state = WatchState {
-            local_port: 2022,
+            listener: "127.0.0.1:2022".parse().unwrap(),
             peers,
             events,
             stats: Arc::default(),

@@ -32,6 +32,12 @@ pub trait Transport: Send + Sync {
     fn close(&self);
 }
 
+/// The smallest write timeout the OS takes (std turns it into 1 µs, the kernel rounds
+/// it up to one scheduler tick). Writes to clients are non-blocking (see
+/// [`TcpConnection`]); this bounds the rare one that blocks after all, and the one
+/// `BYE` written to a refused connection.
+pub(crate) const SMALLEST_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_nanos(1);
+
 /// A client's TCP socket, shared (through an `Arc`) by its connection thread, which
 /// reads it, and the threads that write it.
 ///

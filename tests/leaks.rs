@@ -6,19 +6,10 @@
 
 mod common;
 
-use std::fs;
 use std::time::Duration;
 
-use common::{eventually, start_server, test_config, Client};
+use common::{eventually, open_files, start_server, test_config, threads, Client};
 use underworld_line::{Config, Server};
-
-fn threads() -> usize {
-    fs::read_dir("/proc/self/task").unwrap().count()
-}
-
-fn open_files() -> usize {
-    fs::read_dir("/proc/self/fd").unwrap().count()
-}
 
 /// Clients that quit, vanish, reset, idle out, send endless lines, get kicked or read
 /// too slowly: once they are all gone, the counts are back to the baseline; and after

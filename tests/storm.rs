@@ -10,14 +10,13 @@
 
 mod common;
 
-use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use common::{eventually, start_server, test_config, PATIENCE};
+use common::{eventually, open_files, start_server, test_config, threads, PATIENCE};
 use underworld_line::stats::Stats;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -162,12 +161,4 @@ fn all_lines(stream: TcpStream) -> Vec<String> {
 
 fn is_timeout(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
-}
-
-fn threads() -> usize {
-    fs::read_dir("/proc/self/task").unwrap().count()
-}
-
-fn open_files() -> usize {
-    fs::read_dir("/proc/self/fd").unwrap().count()
 }

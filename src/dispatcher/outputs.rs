@@ -83,12 +83,18 @@ impl Outputs {
 }
 
 impl Client {
-    /// Writes what is queued now; if the socket turns out to be full, hands the outbox
-    /// to the flusher, which writes it from then on.
+    /// Writes what is queued now (see [`write_or_hand_off`]).
     pub(super) fn write(&mut self, id: ClientId, flusher: &Sender<Arc<Outbox>>) {
-        if self.outbox.flush() == Flush::BackedUp {
-            log::debug!("{id} backed up: its socket buffer is full");
-            let _ = flusher.send(Arc::clone(&self.outbox));
-        }
+        write_or_hand_off(id, &self.outbox, flusher);
+    }
+}
+
+/// Writes what is queued for a client; if the socket turns out to be full, hands the
+/// outbox to the flusher, which writes it from then on. Used by the dispatcher and by
+/// the writer thread alike.
+pub(super) fn write_or_hand_off(id: ClientId, outbox: &Arc<Outbox>, flusher: &Sender<Arc<Outbox>>) {
+    if outbox.flush() == Flush::BackedUp {
+        log::debug!("{id} backed up: its socket buffer is full");
+        let _ = flusher.send(Arc::clone(outbox));
     }
 }

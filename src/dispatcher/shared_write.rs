@@ -23,8 +23,9 @@ use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::outputs::write_or_hand_off;
 use crate::event::ClientId;
-use crate::outbox::{Flush, Outbox};
+use crate::outbox::Outbox;
 
 /// Batches with fewer dirty outboxes than this are written by the dispatcher alone:
 /// waking the writer (tens of microseconds) is worth it only for long batches.
@@ -73,10 +74,7 @@ impl SharedBatch {
             let Some((id, outbox)) = self.outboxes.get(index) else {
                 return;
             };
-            if outbox.flush() == Flush::BackedUp {
-                log::debug!("{id} backed up: its socket buffer is full");
-                let _ = self.flusher.send(Arc::clone(outbox));
-            }
+            write_or_hand_off(*id, outbox, &self.flusher);
         }
     }
 }

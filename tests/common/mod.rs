@@ -264,6 +264,17 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// This process's threads, from `/proc/self/task`: a process-wide figure, so only for
+/// tests that run alone (their own test binary, or serialised).
+pub fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// This process's open file descriptors, from `/proc/self/fd` (process-wide too).
+pub fn open_files() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
 /// The path of an example's binary (`client`, `loadgen`, `embed`, `headless`), built
 /// once per test binary.
 ///
