@@ -283,7 +283,7 @@ fn slow_reader_is_dropped(config: Config) {
 /// `count` clients that never read (with a receive buffer of `rcvbuf` bytes, or the
 /// system's default) are dropped while a talker sends 1 KB lines that a reader receives
 /// completely and in order.
-fn slow_readers_are_dropped(config: Config, count: usize, rcvbuf: Option<usize>) -> usize {
+fn slow_readers_are_dropped(config: Config, count: usize, rcvbuf: Option<usize>) {
     const MOST_LINES: usize = 40_000; // 40 MB: far more than the kernel buffers hold
     const WINDOW: usize = 64; // lines the talker may be ahead of the reader
     let server = start_server(config);
@@ -397,7 +397,6 @@ fn slow_readers_are_dropped(config: Config, count: usize, rcvbuf: Option<usize>)
     }
     server.shutdown();
     server.join();
-    sent
 }
 
 /// The connection cap: the client over it gets `BYE server full`; when someone
