@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver, Sender, TryRecvError};
 
 use crate::config::Config;
 use crate::connection::run_connection;
@@ -161,24 +161,13 @@ impl SpawnerState {
         // Each connection thread's last act is to send its id here.
         let (finished_tx, finished) = crossbeam_channel::unbounded::<ClientId>();
         loop {
-            // With connections waiting, look again soon: the acceptor may have gone quiet.
-            let timeout = if self.waiting.is_empty() {
-                Duration::from_secs(3600)
+            let open = if self.waiting.is_empty() {
+                self.wait_for_work(&inbox, &finished)
             } else {
-                QUIET
+                self.collect_during_storm(&inbox, &finished)
             };
-            select! {
-                recv(inbox) -> job => match job {
-                    Ok(job) => self.waiting.push_back((Instant::now(), job)),
-                    Err(_) => break, // the acceptor has stopped
-                },
-                // Never disconnected: this thread holds a sender itself.
-                recv(finished) -> id => {
-                    if let Ok(id) = id {
-                        self.join(id);
-                    }
-                }
-                default(timeout) => {}
+            if !open {
+                break; // the acceptor has stopped
             }
             self.start_due(&finished_tx);
         }
@@ -189,6 +178,50 @@ impl SpawnerState {
         log::debug!("spawner: joining {} connection threads", self.running.len());
         for (_, thread) in self.running.drain() {
             let _ = thread.join();
+        }
+    }
+
+    /// Nothing waiting: sleeps until a connection comes or a thread ends. `false` once
+    /// the acceptor has stopped.
+    fn wait_for_work(
+        &mut self,
+        inbox: &Receiver<NewConnection>,
+        finished: &Receiver<ClientId>,
+    ) -> bool {
+        select! {
+            recv(inbox) -> job => match job {
+                Ok(job) => self.waiting.push_back((Instant::now(), job)),
+                Err(_) => return false,
+            },
+            // Never disconnected: this thread holds a sender itself.
+            recv(finished) -> id => {
+                if let Ok(id) = id {
+                    self.join(id);
+                }
+            }
+        }
+        true
+    }
+
+    /// Connections are waiting for a quiet moment: looks again after [`QUIET`], and
+    /// takes what arrived meanwhile all at once. Not waiting on `inbox` here matters:
+    /// during a storm the acceptor would otherwise wake this thread for every single
+    /// connection, one more task for the scheduler at the worst moment. `false` once
+    /// the acceptor has stopped.
+    fn collect_during_storm(
+        &mut self,
+        inbox: &Receiver<NewConnection>,
+        finished: &Receiver<ClientId>,
+    ) -> bool {
+        if let Ok(id) = finished.recv_timeout(QUIET) {
+            self.join(id);
+        }
+        loop {
+            match inbox.try_recv() {
+                Ok(job) => self.waiting.push_back((Instant::now(), job)),
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
         }
     }
 
