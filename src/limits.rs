@@ -173,7 +173,10 @@ mod tests {
     fn a_request_is_honoured_below_the_safe_cap_and_lowered_above_it() {
         assert_eq!(connection_cap(Some(5)).max_clients, 5);
         let huge = connection_cap(Some(usize::MAX));
-        assert_eq!(huge.max_clients, os_cap().max_clients);
+        // Not exactly equal: the cap counts this process's memory mappings, and tests
+        // running alongside start and end threads (4 mappings each) between the calls.
+        let os = os_cap().max_clients;
+        assert!(huge.max_clients.abs_diff(os) <= 64, "{} vs {os}", huge.max_clients);
         assert!(huge.reason.contains("lowered"));
     }
 }
