@@ -45,13 +45,17 @@ use std::time::Duration;
 
 use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 
-use crate::event::Event;
+use crate::event::{ClientId, Event};
 
+pub mod presence;
 mod publisher;
+pub mod registry;
 mod retry;
 mod subscriber;
 pub mod wire;
 
+pub use presence::Entry;
+pub(crate) use registry::Request;
 pub(crate) use retry::LogLimiter;
 pub use wire::{Record, RoomLine};
 
@@ -141,6 +145,41 @@ pub enum ClusterEvent {
     /// The publisher could not hand the line with this number to Redis: the
     /// dispatcher delivers it (and any earlier one still waiting) locally.
     Unpublished(u64),
+    /// The answer to a nick claim for local user `id`: `Some(true)` the nick is theirs
+    /// across the cluster, `Some(false)` a user of another node holds it (or a
+    /// lookalike), `None` the register could not be reached (local rules only).
+    Claimed {
+        /// The user.
+        id: ClientId,
+        /// The nick claimed.
+        nick: String,
+        /// Won, lost, or unknown.
+        won: Option<bool>,
+    },
+    /// The register thread has (re)connected: it needs every local user, to register
+    /// them again (after an outage, the register may have lost them all).
+    ResyncWanted,
+    /// The users of every live node, for local user `id`'s list command; `None` if the
+    /// register could not be read.
+    Roster {
+        /// Who asked.
+        id: ClientId,
+        /// What they asked for.
+        list: List,
+        /// Each live node and its users.
+        nodes: Option<Vec<(String, Vec<Entry>)>>,
+    },
+}
+
+/// A list command answered from the whole cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum List {
+    /// `/users`: everyone online.
+    Users,
+    /// `/who`: the members of this room.
+    Who(String),
+    /// `/rooms`: every room and its size.
+    Rooms,
 }
 
 /// A room line for the publisher thread.
@@ -152,15 +191,18 @@ pub(crate) struct Outgoing {
     pub(crate) payload: String,
 }
 
-/// The two threads of a node in cluster mode, as the dispatcher holds them.
-/// Dropping it stops them: the publisher sees its channel close, the subscriber the flag.
+/// The three threads of a node in cluster mode, as the dispatcher holds them.
+/// Dropping it stops them: the publisher and the register thread see their channels
+/// close, the subscriber the flag.
 pub(crate) struct Bridge {
     outgoing: Sender<Outgoing>,
+    requests: Sender<Request>,
     stop: Arc<AtomicBool>,
 }
 
 impl Bridge {
-    /// Starts `cluster-sub` and `cluster-pub` for `config`; they send to `events`.
+    /// Starts `cluster-sub`, `cluster-pub` and `cluster-reg` for `config`; they send to
+    /// `events`.
     pub(crate) fn start(
         config: &ClusterConfig,
         events: Sender<Event>,
@@ -182,13 +224,36 @@ impl Bridge {
                 .name("cluster-sub".into())
                 .spawn(move || subscriber::run(&client, &events, &stop, &broker))?
         };
+        let (requests, to_register) = crossbeam_channel::bounded(PUBLISH_QUEUE);
+        let registry = {
+            let (client, events, stop, node) = (
+                client.clone(),
+                events.clone(),
+                Arc::clone(&stop),
+                config.node.clone(),
+            );
+            thread::Builder::new()
+                .name("cluster-reg".into())
+                .spawn(move || registry::run(&client, &node, to_register, &events, &stop))?
+        };
         let publisher = {
             let stop = Arc::clone(&stop);
             thread::Builder::new()
                 .name("cluster-pub".into())
                 .spawn(move || publisher::run(&client, to_publish, &events, &stop))?
         };
-        Ok((Bridge { outgoing, stop }, vec![subscriber, publisher]))
+        let bridge = Bridge {
+            outgoing,
+            requests,
+            stop,
+        };
+        Ok((bridge, vec![subscriber, registry, publisher]))
+    }
+
+    /// Hands a request to the register thread without waiting; false if its queue is
+    /// full (Redis slow or stuck) or it is gone.
+    pub(crate) fn ask(&self, request: Request) -> bool {
+        self.requests.try_send(request).is_ok()
     }
 
     /// Queues a line for publishing without waiting; gives it back if the queue is full.

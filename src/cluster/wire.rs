@@ -295,6 +295,16 @@ pub fn parse(payload: &[u8]) -> Result<Record, Garbage> {
     })
 }
 
+/// Whether `nick` may appear on the wire (the nick rules, or a fallback alias).
+pub fn is_valid_nick(nick: &str) -> bool {
+    self::nick(nick).is_ok()
+}
+
+/// Whether `room` is a valid room, already normalised.
+pub fn is_valid_room(name: &str) -> bool {
+    room(name).is_ok()
+}
+
 /// Plain decimal digits only (no sign, no spaces), within `u64`.
 fn parse_seq(field: &str) -> Result<u64, Garbage> {
     if field.is_empty() || !field.bytes().all(|b| b.is_ascii_digit()) {

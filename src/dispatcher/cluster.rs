@@ -22,6 +22,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::listeners::Listeners;
+use super::register::Claims;
 use super::DispatcherState;
 use crate::cluster::{
     wire, Bridge, ClusterEvent, LogLimiter, Outgoing, Record, RoomLine, PUBLISH_QUEUE,
@@ -41,13 +42,15 @@ const MAX_WAITING: usize = PUBLISH_QUEUE;
 
 /// The dispatcher's cluster state.
 pub(super) struct Link {
-    bridge: Bridge,
+    pub(super) bridge: Bridge,
     /// This node's name, as it signs its lines.
     node: String,
     /// The number the next line of ours gets.
     next_seq: u64,
     /// Subscribed to the broker: lines go through it. Otherwise they stay local.
-    up: bool,
+    pub(super) up: bool,
+    /// Nicks being claimed in the register for local users (`register.rs`).
+    pub(super) claims: Claims,
     /// Our lines handed to the publisher, oldest first, waiting to come back.
     pending: VecDeque<Pending>,
     listeners: Listeners,
@@ -69,6 +72,7 @@ impl Link {
             node,
             next_seq: 1,
             up: false,
+            claims: Claims::default(),
             pending: VecDeque::new(),
             listeners: Listeners::default(),
             refused: LogLimiter::new(REFUSED_LOG_EVERY),
@@ -142,6 +146,9 @@ impl DispatcherState {
                 self.settle_through(table, record.seq);
             }
             ClusterEvent::Heard(record) => self.heard_from_another_node(table, &record),
+            register @ (ClusterEvent::Claimed { .. }
+            | ClusterEvent::ResyncWanted
+            | ClusterEvent::Roster { .. }) => self.on_register(table, register),
         }
     }
 

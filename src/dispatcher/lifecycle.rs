@@ -38,6 +38,7 @@ impl DispatcherState {
         log::info!("{id} connected");
         log::debug!("{id} is {nick}");
         table.add(id, nick.clone(), LOBBY);
+        self.register_user(id, &nick, LOBBY);
         self.reply(
             id,
             Reply::Hello {
@@ -54,7 +55,7 @@ impl DispatcherState {
     pub(super) fn fresh_alias(&mut self, table: &UserTable, id: ClientId) -> String {
         for attempt in 0..64 {
             let candidate = self.aliases.candidate(attempt);
-            if table.nick_owner(&candidate).is_none() {
+            if table.nick_owner(&candidate).is_none() && !self.nick_being_claimed(id, &candidate) {
                 return candidate;
             }
         }
@@ -170,9 +171,11 @@ impl DispatcherState {
         if let Some(user) = table.remove(id) {
             if reason == CloseReason::ServerShutdown {
                 // Everyone leaves at once: nobody needs LEAVE lines, but observers
-                // still hear who left.
+                // still hear who left. (In cluster mode, the register thread tells the
+                // other nodes' rooms when it takes this node out of the register.)
                 self.notify_left(&user, &text);
             } else {
+                self.register_release(&user.nick);
                 self.left_room(table, id, &user, &text);
             }
         }
@@ -208,6 +211,7 @@ impl DispatcherState {
                 Stats::add(&self.stats.too_slow, 1);
             }
             if let Some(user) = table.remove(id) {
+                self.register_release(&user.nick);
                 self.left_room(table, id, &user, &reason.to_string());
             }
             log::info!("{id} gone: {}", reason.label());

@@ -24,6 +24,7 @@
 //! | `operator.rs` | what the operator and host programs may do; observers |
 //! | `outputs.rs` | which client gets which bytes, and when they are written |
 //! | `cluster.rs`, `listeners.rs` | cluster mode only (feature `redis`): room lines through the broker |
+//! | `register.rs` | cluster mode only: nicks claimed across the cluster, lists of every node's users |
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -53,6 +54,8 @@ mod lifecycle;
 mod listeners;
 mod operator;
 mod outputs;
+#[cfg(feature = "redis")]
+mod register;
 mod shared_write;
 
 /// Longest list reply (`/users`, `/who`, `/rooms`). A list of 15,000 users would be a
@@ -221,6 +224,70 @@ impl Dispatcher {
     }
 }
 
+/// A list command (`/rooms`, `/who`, `/users`), which cluster mode answers from every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListKind {
+    Rooms,
+    Who,
+    Users,
+}
+
+/// Without the `redis` feature there is no cluster: every hook says "not mine", and the
+/// caller does what a single node always does (`cluster.rs` and `register.rs` have the
+/// cluster versions). Each compiles to nothing.
+#[cfg(not(feature = "redis"))]
+impl DispatcherState {
+    /// A room line: the caller delivers it.
+    #[inline(always)]
+    fn broker_takes(
+        &mut self,
+        _table: &mut UserTable,
+        _id: ClientId,
+        _room: &str,
+        _line: &crate::reply::Reply<'_>,
+    ) -> bool {
+        false
+    }
+
+    /// A list: the caller answers from the local table.
+    #[inline(always)]
+    fn cluster_answers_list(
+        &mut self,
+        _id: ClientId,
+        _user: &crate::table::User,
+        _kind: ListKind,
+    ) -> bool {
+        false
+    }
+
+    /// No nick is on its way through a cluster claim.
+    #[inline(always)]
+    fn nick_being_claimed(&self, _id: ClientId, _nick: &str) -> bool {
+        false
+    }
+
+    /// A free nick: the caller renames at once.
+    #[inline(always)]
+    fn cluster_decides_nick(
+        &mut self,
+        _id: ClientId,
+        _user: &crate::table::User,
+        _new: &str,
+    ) -> bool {
+        false
+    }
+
+    /// No register to tell about a new user, a move or a departure.
+    #[inline(always)]
+    fn register_user(&mut self, _id: ClientId, _nick: &str, _room: &str) {}
+
+    #[inline(always)]
+    fn register_move(&mut self, _nick: &str, _room: &str) {}
+
+    #[inline(always)]
+    fn register_release(&mut self, _nick: &str) {}
+}
+
 /// Everything the dispatcher thread owns.
 struct DispatcherState {
     config: Arc<Config>,
@@ -296,20 +363,6 @@ impl DispatcherState {
         while let Some(id) = self.out.overflowed.pop() {
             self.begin_close(&mut table, id, CloseReason::TooSlow);
         }
-    }
-
-    /// Without the `redis` feature there is no broker: the caller delivers every room
-    /// line itself, as always (`src/dispatcher/cluster.rs` has the cluster version).
-    #[cfg(not(feature = "redis"))]
-    #[inline(always)]
-    fn broker_takes(
-        &mut self,
-        _table: &mut UserTable,
-        _id: ClientId,
-        _room: &str,
-        _line: &crate::reply::Reply<'_>,
-    ) -> bool {
-        false
     }
 
     fn expire_closing(&mut self) {

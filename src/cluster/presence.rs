@@ -1,0 +1,324 @@
+//! Who is online where, kept in Redis: the cluster's nick register and each node's
+//! heartbeat. Only the `cluster-reg` thread calls these (`registry.rs`); each function is
+//! one round trip (or one pipeline) on its connection.
+//!
+//! The keys:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `underworld-line:nodes` | set | the nodes that registered (alive or not yet found lost) |
+//! | `underworld-line:alive:<node>` | string with a TTL | the node's heartbeat: gone [`ALIVE_TTL`] after its last beat |
+//! | `underworld-line:nicks` | hash | a nick's look ([`nick_key`]) → the node whose user holds it |
+//! | `underworld-line:users:<node>` | hash | a nick's look → `<nick> <room>`, for each user of that node |
+//! | `underworld-line:reaping:<node>` | string with a TTL | one node at a time cleans up after a lost one |
+//!
+//! Claims, releases and clean-ups are Lua scripts (`EVAL`): Redis runs each one whole,
+//! with nothing in between, so two nodes claiming one nick at once cannot both win, and a
+//! nick is freed only by the node that holds it.
+
+use std::time::Duration;
+
+use redis::{Connection, RedisResult};
+
+use crate::text::nick_key;
+
+/// How long a node counts as alive after its last heartbeat. Its users are declared
+/// gone at most this long (plus one [`super::registry`] tick) after it dies.
+pub const ALIVE_TTL: Duration = Duration::from_secs(5);
+
+/// How long the node that cleans up after a lost one may take before another may try.
+const REAPING_TTL: Duration = Duration::from_secs(10);
+
+/// Every registered node.
+const NODES: &str = "underworld-line:nodes";
+/// The nick register: look → node.
+const NICKS: &str = "underworld-line:nicks";
+
+fn alive_key(node: &str) -> String {
+    format!("underworld-line:alive:{node}")
+}
+
+fn users_key(node: &str) -> String {
+    format!("underworld-line:users:{node}")
+}
+
+fn reaping_key(node: &str) -> String {
+    format!("underworld-line:reaping:{node}")
+}
+
+/// A user of a node as the register keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The nick, as spelled.
+    pub nick: String,
+    /// Their room.
+    pub room: String,
+}
+
+/// Claims `nick` for a user of `node` in `room`: wins unless a user of another node
+/// holds it or a lookalike. KEYS: nicks, users:node. ARGV: node, key, nick, room.
+const CLAIM: &str = r"
+local owner = redis.call('HGET', KEYS[1], ARGV[2])
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. ' ' .. ARGV[4])
+return 1
+";
+
+/// Frees a nick, if this node holds it. KEYS: nicks, users:node. ARGV: node, key.
+const RELEASE: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then
+  redis.call('HDEL', KEYS[1], ARGV[2])
+end
+redis.call('HDEL', KEYS[2], ARGV[2])
+return 1
+";
+
+/// A user of this node is now in another room (only if this node holds their nick).
+/// KEYS: nicks, users:node. ARGV: node, key, nick, room.
+const MOVE: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. ' ' .. ARGV[4])
+end
+return 1
+";
+
+/// Forgets everything a node registered, freeing the nicks it held; returns what it had
+/// (field, value, field, value…). KEYS: nicks, users:node. ARGV: node.
+const FORGET: &str = r"
+local users = redis.call('HGETALL', KEYS[2])
+for i = 1, #users, 2 do
+  if redis.call('HGET', KEYS[1], users[i]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], users[i])
+  end
+end
+redis.call('DEL', KEYS[2])
+return users
+";
+
+/// Forgets a node's registrations, then claims every user it has now: returns what it
+/// had before, and the looks another node holds (those users must change nick).
+/// KEYS: nicks, users:node. ARGV: node, then key, nick, room for each user.
+const RESYNC: &str = r"
+local old = redis.call('HGETALL', KEYS[2])
+for i = 1, #old, 2 do
+  if redis.call('HGET', KEYS[1], old[i]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], old[i])
+  end
+end
+redis.call('DEL', KEYS[2])
+local lost = {}
+for i = 2, #ARGV, 3 do
+  local owner = redis.call('HGET', KEYS[1], ARGV[i])
+  if owner and owner ~= ARGV[1] then
+    table.insert(lost, ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1] .. ' ' .. ARGV[i + 2])
+  end
+end
+return {old, lost}
+";
+
+fn eval(script: &str, keys: &[&str]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(keys.len()).arg(keys);
+    cmd
+}
+
+/// Claims `nick` for a user of `node`: true if it is theirs now.
+pub fn claim(con: &mut Connection, node: &str, nick: &str, room: &str) -> RedisResult<bool> {
+    let users = users_key(node);
+    eval(CLAIM, &[NICKS, &users])
+        .arg(node)
+        .arg(nick_key(nick))
+        .arg(nick)
+        .arg(room)
+        .query::<i64>(con)
+        .map(|won| won == 1)
+}
+
+/// Frees `nick`, if `node` holds it.
+pub fn release(con: &mut Connection, node: &str, nick: &str) -> RedisResult<()> {
+    let users = users_key(node);
+    eval(RELEASE, &[NICKS, &users])
+        .arg(node)
+        .arg(nick_key(nick))
+        .query::<i64>(con)
+        .map(drop)
+}
+
+/// Records that the user of `node` called `nick` is now in `room`.
+pub fn moved(con: &mut Connection, node: &str, nick: &str, room: &str) -> RedisResult<()> {
+    let users = users_key(node);
+    eval(MOVE, &[NICKS, &users])
+        .arg(node)
+        .arg(nick_key(nick))
+        .arg(nick)
+        .arg(room)
+        .query::<i64>(con)
+        .map(drop)
+}
+
+/// What a resync found: the users the node had registered before, and the nicks of the
+/// users it has now that another node holds.
+#[derive(Debug, Default)]
+pub struct Resynced {
+    /// Registered before the resync (some may be gone since).
+    pub before: Vec<Entry>,
+    /// Nicks (as given) that another node holds.
+    pub lost: Vec<String>,
+}
+
+/// Replaces everything `node` registered with `users` (nick, room), in one step.
+pub fn resync(
+    con: &mut Connection,
+    node: &str,
+    users: &[(String, String)],
+) -> RedisResult<Resynced> {
+    let users_hash = users_key(node);
+    let mut cmd = eval(RESYNC, &[NICKS, &users_hash]);
+    cmd.arg(node);
+    for (nick, room) in users {
+        cmd.arg(nick_key(nick)).arg(nick).arg(room);
+    }
+    let (before, lost_keys): (Vec<String>, Vec<String>) = cmd.query(con)?;
+    let lost = users
+        .iter()
+        .filter(|(nick, _)| lost_keys.contains(&nick_key(nick)))
+        .map(|(nick, _)| nick.clone())
+        .collect();
+    Ok(Resynced {
+        before: entries(&before),
+        lost,
+    })
+}
+
+/// The heartbeat: `node` is alive for [`ALIVE_TTL`] more, and registered.
+pub fn beat(con: &mut Connection, node: &str) -> RedisResult<()> {
+    redis::pipe()
+        .cmd("SET")
+        .arg(alive_key(node))
+        .arg(1)
+        .arg("PX")
+        .arg(ALIVE_TTL.as_millis() as u64)
+        .ignore()
+        .cmd("SADD")
+        .arg(NODES)
+        .arg(node)
+        .ignore()
+        .query::<()>(con)
+}
+
+/// The registered nodes whose heartbeat has stopped (other than `me`).
+pub fn lost_nodes(con: &mut Connection, me: &str) -> RedisResult<Vec<String>> {
+    let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(NODES).query(con)?;
+    let others: Vec<String> = nodes.into_iter().filter(|n| n != me).collect();
+    if others.is_empty() {
+        return Ok(others);
+    }
+    let mut pipe = redis::pipe();
+    for node in &others {
+        pipe.cmd("EXISTS").arg(alive_key(node));
+    }
+    let alive: Vec<bool> = pipe.query(con)?;
+    Ok(others
+        .into_iter()
+        .zip(alive)
+        .filter_map(|(node, alive)| (!alive).then_some(node))
+        .collect())
+}
+
+/// The registered nodes whose heartbeat is alive, `me` included, with their users.
+pub fn live_nodes(con: &mut Connection) -> RedisResult<Vec<(String, Vec<Entry>)>> {
+    let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(NODES).query(con)?;
+    let mut pipe = redis::pipe();
+    for node in &nodes {
+        pipe.cmd("EXISTS").arg(alive_key(node));
+        pipe.cmd("HGETALL").arg(users_key(node));
+    }
+    let answers: Vec<(bool, Vec<String>)> = pipe.query(con)?;
+    Ok(nodes
+        .into_iter()
+        .zip(answers)
+        .filter_map(|(node, (alive, users))| alive.then(|| (node, entries(&users))))
+        .collect())
+}
+
+/// Takes the right to clean up after `node`: true for the one node that gets it.
+pub fn start_reaping(con: &mut Connection, node: &str, me: &str) -> RedisResult<bool> {
+    let taken: Option<String> = redis::cmd("SET")
+        .arg(reaping_key(node))
+        .arg(me)
+        .arg("NX")
+        .arg("PX")
+        .arg(REAPING_TTL.as_millis() as u64)
+        .query(con)?;
+    Ok(taken.is_some())
+}
+
+/// The users `node` registered.
+pub fn users_of(con: &mut Connection, node: &str) -> RedisResult<Vec<Entry>> {
+    let users: Vec<String> = redis::cmd("HGETALL").arg(users_key(node)).query(con)?;
+    Ok(entries(&users))
+}
+
+/// Forgets `node` altogether: its nicks are free, it is no longer registered.
+pub fn forget(con: &mut Connection, node: &str) -> RedisResult<()> {
+    let users = users_key(node);
+    eval(FORGET, &[NICKS, &users])
+        .arg(node)
+        .query::<Vec<String>>(con)?;
+    redis::pipe()
+        .cmd("SREM")
+        .arg(NODES)
+        .arg(node)
+        .ignore()
+        .cmd("DEL")
+        .arg(alive_key(node))
+        .ignore()
+        .query::<()>(con)
+}
+
+/// `field, "nick room", field, …` → entries. The register is only ever written by these
+/// scripts, but anyone with access to Redis can write there too: a value whose nick or
+/// room breaks the rules of the wire format is skipped, never shown to a user.
+fn entries(flat: &[String]) -> Vec<Entry> {
+    flat.chunks(2)
+        .filter_map(|pair| {
+            let (nick, room) = pair.get(1)?.split_once(' ')?;
+            if !super::wire::is_valid_nick(nick) || !super::wire::is_valid_room(room) {
+                return None;
+            }
+            Some(Entry {
+                nick: nick.to_string(),
+                room: room.to_string(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_skip_what_has_another_shape() {
+        let flat = [
+            "bob".to_string(),
+            "Bob lobby".to_string(),
+            "x".into(),
+            "bad".into(),
+            "y".into(),
+            "se\x1brver lobby".into(),
+        ];
+        assert_eq!(
+            entries(&flat),
+            [Entry {
+                nick: "Bob".into(),
+                room: "lobby".into()
+            }]
+        );
+        assert!(entries(&["odd".to_string()]).is_empty());
+    }
+}
