@@ -232,16 +232,28 @@ pub fn lost_nodes(con: &mut Connection, me: &str) -> RedisResult<Vec<String>> {
 /// The registered nodes whose heartbeat is alive, `me` included, with their users.
 pub fn live_nodes(con: &mut Connection) -> RedisResult<Vec<(String, Vec<Entry>)>> {
     let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(NODES).query(con)?;
+    if nodes.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut pipe = redis::pipe();
     for node in &nodes {
         pipe.cmd("EXISTS").arg(alive_key(node));
+    }
+    let alive: Vec<bool> = pipe.query(con)?;
+    let live: Vec<String> = nodes
+        .into_iter()
+        .zip(alive)
+        .filter_map(|(node, alive)| alive.then_some(node))
+        .collect();
+    let mut pipe = redis::pipe();
+    for node in &live {
         pipe.cmd("HGETALL").arg(users_key(node));
     }
-    let answers: Vec<(bool, Vec<String>)> = pipe.query(con)?;
-    Ok(nodes
+    let users: Vec<Vec<String>> = pipe.query(con)?;
+    Ok(live
         .into_iter()
-        .zip(answers)
-        .filter_map(|(node, (alive, users))| alive.then(|| (node, entries(&users))))
+        .zip(users)
+        .map(|(node, users)| (node, entries(&users)))
         .collect())
 }
 

@@ -1,0 +1,292 @@
+//! Cluster mode, issue 9 step 2: the nodes know each other through a register in Redis.
+//! Heartbeats (a lost node's users leave), nicks unique across nodes, lists of every
+//! node's users, and re-registration after Redis comes back.
+//!
+//! Each test starts its own `redis-server` on a free port (no persistence) and stops it
+//! at the end. Only with `cargo test --features redis`; without a `redis-server` binary
+//! these tests fail with a message saying how to install it.
+
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use common::broker::{await_link, start_node, NodeProcess, Redis};
+use common::{Client, PATIENCE};
+
+/// A list's lines (`/users`, `/who`, `/rooms`), up to and with its `END` line.
+fn list(client: &mut Client, command: &str) -> Vec<String> {
+    client.send(command);
+    let mut lines = Vec::new();
+    loop {
+        let line = client.line();
+        let end = line.starts_with("END ");
+        if end
+            || ["USER ", "WHO ", "ROOM "]
+                .iter()
+                .any(|p| line.starts_with(p))
+        {
+            lines.push(line);
+        }
+        if end {
+            return lines;
+        }
+    }
+}
+
+/// Asks `/users` until the answer is `expected` (the register is updated by another
+/// thread, a moment after the chat).
+fn await_users(client: &mut Client, expected: &[&str]) {
+    let start = Instant::now();
+    loop {
+        let lines = list(client, "/users");
+        if lines == expected {
+            return;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "/users said {lines:?}, not {expected:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A node killed with SIGKILL says goodbye to nobody: the other nodes find that its
+/// heartbeat stopped, its users leave their rooms everywhere (`LEAVE <room> <nick> node
+/// lost`), their nicks are free again, and the lists no longer show them.
+#[test]
+fn a_killed_node_s_users_leave_and_their_nicks_are_free() {
+    let redis = Redis::start();
+    let mut doomed = NodeProcess::start(&redis, "doomed");
+    let survivor = start_node(&redis.url(), "survivor");
+    await_link(&survivor, true);
+
+    let mut bob = Client::named(survivor.local_addr(), "bob");
+    bob.send("/join den");
+    bob.expect("JOIN den bob");
+    let mut dave = Client::named(survivor.local_addr(), "dave");
+    let mut alice = Client::named(doomed.addr, "alice");
+    alice.send("/join den");
+    alice.expect("JOIN den alice");
+    bob.expect("JOIN den alice");
+    let carol = Client::named(doomed.addr, "carol");
+    await_users(
+        &mut bob,
+        &[
+            "USER alice den",
+            "USER bob den",
+            "USER carol lobby",
+            "USER dave lobby",
+            "END users 4",
+        ],
+    );
+
+    doomed.kill();
+    drop((alice, carol));
+    bob.expect("LEAVE den alice node lost");
+    dave.expect("LEAVE lobby carol node lost");
+    bob.send("/nick alice");
+    bob.expect("NICK bob alice");
+    await_users(
+        &mut dave,
+        &["USER alice den", "USER dave lobby", "END users 2"],
+    );
+}
+
+/// Nicks are unique across nodes by the same rules as on one node (case, lookalikes,
+/// reserved names). Two users on two nodes claiming one nick at the same moment:
+/// exactly one gets it, the other `ERR nick-taken`; when the winner leaves, the nick is
+/// free for the other.
+#[test]
+fn nicks_are_unique_across_nodes() {
+    let redis = Redis::start();
+    let (a, b) = (
+        start_node(&redis.url(), "node-a"),
+        start_node(&redis.url(), "node-b"),
+    );
+    await_link(&a, true);
+    await_link(&b, true);
+    let _alice = Client::named(a.local_addr(), "alice");
+    let mut other = Client::connect(b.local_addr());
+    for (nick, code) in [
+        ("alice", "nick-taken"),
+        ("ALICE", "nick-taken"),
+        ("a1ice", "nick-taken"),
+        ("server", "nick-reserved"),
+    ] {
+        other.send(&format!("/nick {nick}"));
+        let error = other.expect_prefix("ERR ");
+        assert!(
+            error.starts_with(&format!("ERR {code} ")),
+            "{nick}: {error}"
+        );
+    }
+
+    for round in 0..5 {
+        let mut p = Client::connect(a.local_addr());
+        let mut q = Client::connect(b.local_addr());
+        let wanted = format!("Racer{round}");
+        p.send(&format!("/nick {wanted}"));
+        q.send(&format!("/nick {}", wanted.to_lowercase()));
+        let taken = "ERR nick-taken ".to_string();
+        let p_won = p_or_q_won(&mut p, &wanted, &taken);
+        let q_won = p_or_q_won(&mut q, &wanted.to_lowercase(), &taken);
+        assert!(
+            p_won != q_won,
+            "round {round}: p won {p_won}, q won {q_won}"
+        );
+        // The winner leaves: the nick is free for the loser.
+        let (winner, mut loser, nick) = if p_won {
+            (p, q, wanted.to_lowercase())
+        } else {
+            (q, p, wanted.clone())
+        };
+        drop(winner);
+        let start = Instant::now();
+        loop {
+            loser.send(&format!("/nick {nick}"));
+            let renamed = format!("NICK {} {nick}", loser.nick);
+            if first_of_prefix(&mut loser, &renamed, &taken) {
+                break;
+            }
+            assert!(start.elapsed() < PATIENCE, "{nick} never became free");
+        }
+    }
+}
+
+/// Whether the client's `/nick nick` was answered by its `NICK` line (true) or by
+/// `ERR nick-taken` (false). Sets `client.nick` when it won.
+fn p_or_q_won(client: &mut Client, nick: &str, taken: &str) -> bool {
+    let renamed = format!("NICK {} {nick}", client.nick);
+    let won = first_of_prefix(client, &renamed, taken);
+    if won {
+        client.nick = nick.to_string();
+    }
+    won
+}
+
+/// Reads until a line is `exact` (true) or starts with `prefix` (false).
+fn first_of_prefix(client: &mut Client, exact: &str, prefix: &str) -> bool {
+    loop {
+        let line = client.line();
+        if line == exact {
+            return true;
+        }
+        if line.starts_with(prefix) {
+            return false;
+        }
+    }
+}
+
+/// `/users`, `/who` and `/rooms` list every node's users, with the usual `END` lines.
+#[test]
+fn lists_show_every_node() {
+    let redis = Redis::start();
+    let (a, b) = (
+        start_node(&redis.url(), "node-a"),
+        start_node(&redis.url(), "node-b"),
+    );
+    await_link(&a, true);
+    await_link(&b, true);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    alice.send("/join den");
+    alice.expect("JOIN den alice");
+    let mut bob = Client::named(b.local_addr(), "bob");
+    bob.send("/join den");
+    bob.expect("JOIN den bob");
+    let _carol = Client::named(b.local_addr(), "carol");
+    await_users(
+        &mut alice,
+        &[
+            "USER alice den",
+            "USER bob den",
+            "USER carol lobby",
+            "END users 3",
+        ],
+    );
+    assert_eq!(
+        list(&mut bob, "/who"),
+        ["WHO den alice", "WHO den bob", "END who 2"]
+    );
+    assert_eq!(
+        list(&mut alice, "/rooms"),
+        ["ROOM den 2", "ROOM lobby 1", "END rooms 2"]
+    );
+}
+
+/// Redis stops: each node goes on alone, and a nick can be taken on both sides. Redis
+/// comes back empty (no persistence): every node registers its users again; of two
+/// users with one nick, the first registered keeps it and the other gets a fresh alias
+/// (`NICK`); users who left during the outage are not listed. No ghost, no duplicate.
+#[test]
+fn after_an_outage_nodes_register_again_without_ghosts_or_duplicates() {
+    let mut redis = Redis::start();
+    let port_url = redis.url();
+    let (a, b) = (
+        start_node(&port_url, "node-a"),
+        start_node(&port_url, "node-b"),
+    );
+    await_link(&a, true);
+    await_link(&b, true);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let mut bob = Client::named(b.local_addr(), "bob");
+    let mut gone = Client::named(b.local_addr(), "gone");
+    await_users(
+        &mut alice,
+        &[
+            "USER alice lobby",
+            "USER bob lobby",
+            "USER gone lobby",
+            "END users 3",
+        ],
+    );
+
+    let port = port_url.rsplit(':').next().unwrap().parse().unwrap();
+    redis.stop();
+    await_link(&a, false);
+    await_link(&b, false);
+    // Alone, each node lets its user take `zed`; and `gone` leaves.
+    alice.send("/nick zed");
+    alice.expect("NICK alice zed");
+    alice.nick = "zed".into();
+    bob.send("/nick ZED");
+    bob.expect("NICK bob ZED");
+    bob.nick = "ZED".into();
+    gone.send("/quit");
+    gone.expect_bye();
+
+    let _redis = Redis::start_on(port);
+    await_link(&a, true);
+    await_link(&b, true);
+    // One of the two keeps the nick; the other is renamed.
+    let start = Instant::now();
+    let users = loop {
+        let lines = list(&mut alice, "/users");
+        let nicks: BTreeSet<String> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("USER "))
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect();
+        let zeds = nicks
+            .iter()
+            .filter(|n| n.eq_ignore_ascii_case("zed"))
+            .count();
+        if lines.last().map(String::as_str) == Some("END users 2") && zeds == 1 {
+            break nicks;
+        }
+        assert!(start.elapsed() < PATIENCE, "/users said {lines:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let (kept, renamed) = if users.contains("zed") {
+        (alice, bob)
+    } else {
+        (bob, alice)
+    };
+    let mut renamed = renamed;
+    let line = renamed.expect_prefix(&format!("NICK {} ", renamed.nick));
+    let fresh = line.rsplit(' ').next().unwrap();
+    assert!(users.contains(fresh), "{users:?} lacks {fresh}");
+    assert!(users.contains(&kept.nick), "{users:?} lacks {}", kept.nick);
+}
