@@ -154,6 +154,18 @@ pub fn stats_text(server: &Server) -> String {
             )
         };
         text.push_str(&format!("\ncluster: node {}, {link}", cluster.node));
+        let nodes = stats.cluster_nodes.lock().clone();
+        if !nodes.is_empty() {
+            let each: Vec<String> = nodes
+                .iter()
+                .map(|(node, users)| format!("{node} {users}"))
+                .collect();
+            text.push_str(&format!(
+                "\ncluster nodes alive: {} (users: {})",
+                nodes.len(),
+                each.join(", ")
+            ));
+        }
     }
     text
 }

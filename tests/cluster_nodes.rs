@@ -290,3 +290,90 @@ fn after_an_outage_nodes_register_again_without_ghosts_or_duplicates() {
     assert!(users.contains(fresh), "{users:?} lacks {fresh}");
     assert!(users.contains(&kept.nick), "{users:?} lacks {}", kept.nick);
 }
+
+/// `/w` reaches a user of another node (nicks compared by their look, as on one node);
+/// a nick nobody has on any node is `ERR no-such-user`. A whisper signed with a local
+/// user's nick, published by anyone on Redis, is dropped.
+#[test]
+fn whispers_reach_any_node() {
+    let redis = Redis::start();
+    let (a, b) = (
+        start_node(&redis.url(), "node-a"),
+        start_node(&redis.url(), "node-b"),
+    );
+    await_link(&a, true);
+    await_link(&b, true);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let mut bob = Client::named(b.local_addr(), "bob");
+    // The register learns of bob a moment after his NICK line.
+    await_users(
+        &mut alice,
+        &["USER alice lobby", "USER bob lobby", "END users 2"],
+    );
+    alice.send("/w BOB psst");
+    alice.expect("DM alice bob psst");
+    bob.expect("DM alice bob psst");
+    alice.send("/w nobody hello");
+    let error = alice.expect_prefix("ERR ");
+    assert!(error.starts_with("ERR no-such-user "), "{error}");
+
+    let mut raw = redis.connect().expect("a raw Redis client");
+    for forged in [
+        "UWL1 evil 0 DM node-b bob bob I am bob",
+        "UWL1 evil 0 DM node-b alice bob wrong node",
+    ] {
+        redis::cmd("PUBLISH")
+            .arg(underworld_line::cluster::CHANNEL)
+            .arg(forged)
+            .query::<i64>(&mut raw)
+            .expect("PUBLISH");
+    }
+    // Only node-a's alice is alice: node-b takes a DM "from alice" from another node
+    // (anyone with Redis can do that: keep it private), but never one "from bob".
+    let seen = bob.sync();
+    assert!(
+        seen.iter().all(|l| !l.contains("I am bob")),
+        "bob got {seen:?}"
+    );
+}
+
+/// The console of one node reaches every node: a notice reaches every user, `/w` and
+/// `/kick` find a user of another node, and `/stats` counts the live nodes and their
+/// users.
+#[test]
+fn the_console_reaches_every_node() {
+    let redis = Redis::start();
+    let (a, b) = (
+        start_node(&redis.url(), "node-a"),
+        start_node(&redis.url(), "node-b"),
+    );
+    await_link(&a, true);
+    await_link(&b, true);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let mut bob = Client::named(b.local_addr(), "bob");
+    await_users(
+        &mut alice,
+        &["USER alice lobby", "USER bob lobby", "END users 2"],
+    );
+
+    assert_eq!(a.notice_all("maintenance at ten"), Ok(1));
+    alice.expect("NOTICE maintenance at ten");
+    bob.expect("NOTICE maintenance at ten");
+    assert_eq!(
+        a.whisper("BOB", "hello from the operator"),
+        Ok("bob".into())
+    );
+    bob.expect("DM server bob hello from the operator");
+
+    common::eventually("/stats counts both nodes", || {
+        underworld_line::console::stats_text(&a)
+            .lines()
+            .any(|l| l == "cluster nodes alive: 2 (users: node-a 1, node-b 1)")
+    });
+
+    assert_eq!(a.kick("bob", "enough"), Ok("bob".into()));
+    assert_eq!(bob.expect_bye(), "kicked: enough");
+    alice.expect("LEAVE lobby bob kicked: enough");
+    // Gone from the register a moment after his BYE.
+    common::eventually("bob unknown to /kick", || a.kick("bob", "again").is_err());
+}

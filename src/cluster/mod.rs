@@ -30,6 +30,9 @@
 //! |---|---|
 //! | `mod.rs` | the settings, the events, starting and stopping the two threads |
 //! | [`wire`] | the message format and its strict parser |
+//! | [`direct`] | the messages that are not room lines: whispers, notices, kicks |
+//! | [`presence`] | the register in Redis: nicks, users, heartbeats (keys and scripts) |
+//! | `registry.rs` | the `cluster-reg` thread: claims, heartbeat, lost nodes, list queries |
 //! | `subscriber.rs` | the `cluster-sub` thread: SUBSCRIBE, parse, hand to the dispatcher |
 //! | `publisher.rs` | the `cluster-pub` thread: PUBLISH what the dispatcher hands it |
 //! | `retry.rs` | back-off between connection attempts, and a log that does not flood |
@@ -46,7 +49,9 @@ use std::time::Duration;
 use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 
 use crate::event::{ClientId, Event};
+use crate::stats::Stats;
 
+pub mod direct;
 pub mod presence;
 mod publisher;
 pub mod registry;
@@ -55,7 +60,7 @@ mod subscriber;
 pub mod wire;
 
 pub use presence::Entry;
-pub(crate) use registry::Request;
+pub(crate) use registry::{Answer, Request};
 pub(crate) use retry::LogLimiter;
 pub use wire::{Record, RoomLine};
 
@@ -139,9 +144,23 @@ pub enum ClusterEvent {
     Up,
     /// The subscription is lost: room lines stay on this node until [`ClusterEvent::Up`].
     Down,
-    /// A well-formed message heard on the channel (this node's own lines included).
+    /// A well-formed room line heard on the channel (this node's own lines included).
     /// Boxed, so that this rare event does not make every [`Event`] larger.
     Heard(Box<Record>),
+    /// A well-formed direct message heard on the channel (a whisper, a notice, a kick).
+    Direct(Box<direct::Signed>),
+    /// The answer to a local user's whisper to someone not on this node: the nick that
+    /// matched on another node (the whisper is on its way), or `None` (nobody has it).
+    Whispered {
+        /// Who whispered.
+        id: ClientId,
+        /// The nick they asked for.
+        to: String,
+        /// The nick that matched, as spelled.
+        matched: Option<String>,
+        /// What they said.
+        text: String,
+    },
     /// The publisher could not hand the line with this number to Redis: the
     /// dispatcher delivers it (and any earlier one still waiting) locally.
     Unpublished(u64),
@@ -206,6 +225,7 @@ impl Bridge {
     pub(crate) fn start(
         config: &ClusterConfig,
         events: Sender<Event>,
+        stats: Arc<Stats>,
     ) -> io::Result<(Bridge, Vec<JoinHandle<()>>)> {
         let client = redis::Client::open(config.redis_url.as_str())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--redis: {e}")))?;
@@ -234,7 +254,7 @@ impl Bridge {
             );
             thread::Builder::new()
                 .name("cluster-reg".into())
-                .spawn(move || registry::run(&client, &node, to_register, &events, &stop))?
+                .spawn(move || registry::run(&client, &node, to_register, &events, &stop, &stats))?
         };
         let publisher = {
             let stop = Arc::clone(&stop);
@@ -253,7 +273,14 @@ impl Bridge {
     /// Hands a request to the register thread without waiting; false if its queue is
     /// full (Redis slow or stuck) or it is gone.
     pub(crate) fn ask(&self, request: Request) -> bool {
-        self.requests.try_send(request).is_ok()
+        self.try_ask(request).is_ok()
+    }
+
+    /// [`Bridge::ask`], giving the request back when it cannot be queued.
+    pub(crate) fn try_ask(&self, request: Request) -> Result<(), Request> {
+        self.requests.try_send(request).map_err(|e| match e {
+            TrySendError::Full(request) | TrySendError::Disconnected(request) => request,
+        })
     }
 
     /// Queues a line for publishing without waiting; gives it back if the queue is full.

@@ -11,6 +11,7 @@
 //! | `underworld-line:nicks` | hash | a nick's look ([`nick_key`]) → the node whose user holds it |
 //! | `underworld-line:users:<node>` | hash | a nick's look → `<nick> <room>`, for each user of that node |
 //! | `underworld-line:reaping:<node>` | string with a TTL | one node at a time cleans up after a lost one |
+//! | `underworld-line:lost:<node>` | string with a TTL | the node was declared lost: if it comes back, it announces its users again |
 //!
 //! Claims, releases and clean-ups are Lua scripts (`EVAL`): Redis runs each one whole,
 //! with nothing in between, so two nodes claiming one nick at once cannot both win, and a
@@ -45,6 +46,13 @@ fn users_key(node: &str) -> String {
 fn reaping_key(node: &str) -> String {
     format!("underworld-line:reaping:{node}")
 }
+
+fn lost_key(node: &str) -> String {
+    format!("underworld-line:lost:{node}")
+}
+
+/// How long the note "this node was declared lost" waits for the node to come back.
+const LOST_NOTE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// A user of a node as the register keeps them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,6 +265,45 @@ pub fn live_nodes(con: &mut Connection) -> RedisResult<Vec<(String, Vec<Entry>)>
         .collect())
 }
 
+/// Every live node (heartbeat alive) and how many users it registered, by name.
+pub fn census(con: &mut Connection) -> RedisResult<Vec<(String, usize)>> {
+    let mut nodes: Vec<String> = redis::cmd("SMEMBERS").arg(NODES).query(con)?;
+    if nodes.is_empty() {
+        return Ok(Vec::new());
+    }
+    nodes.sort();
+    let mut pipe = redis::pipe();
+    for node in &nodes {
+        pipe.cmd("EXISTS").arg(alive_key(node));
+        pipe.cmd("HLEN").arg(users_key(node));
+    }
+    let answers: Vec<usize> = pipe.query(con)?;
+    Ok(nodes
+        .into_iter()
+        .zip(answers.chunks(2))
+        .filter_map(|(node, pair)| match pair {
+            [1, users] => Some((node, *users)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Which node holds `nick` (or a lookalike), and that user as registered; `None` if
+/// nobody does, or only `me` (whose users the dispatcher knows itself).
+pub fn locate(con: &mut Connection, me: &str, nick: &str) -> RedisResult<Option<(String, Entry)>> {
+    let key = nick_key(nick);
+    let owner: Option<String> = redis::cmd("HGET").arg(NICKS).arg(&key).query(con)?;
+    let Some(node) = owner.filter(|node| node != me) else {
+        return Ok(None);
+    };
+    let value: Option<String> = redis::cmd("HGET")
+        .arg(users_key(&node))
+        .arg(&key)
+        .query(con)?;
+    let entry = value.and_then(|value| entries(&[key, value]).pop());
+    Ok(entry.map(|entry| (node, entry)))
+}
+
 /// Takes the right to clean up after `node`: true for the one node that gets it.
 pub fn start_reaping(con: &mut Connection, node: &str, me: &str) -> RedisResult<bool> {
     let taken: Option<String> = redis::cmd("SET")
@@ -273,6 +320,24 @@ pub fn start_reaping(con: &mut Connection, node: &str, me: &str) -> RedisResult<
 pub fn users_of(con: &mut Connection, node: &str) -> RedisResult<Vec<Entry>> {
     let users: Vec<String> = redis::cmd("HGETALL").arg(users_key(node)).query(con)?;
     Ok(entries(&users))
+}
+
+/// Notes that `node` was declared lost (its users' `LEAVE` lines went out).
+pub fn mark_lost(con: &mut Connection, node: &str) -> RedisResult<()> {
+    redis::cmd("SET")
+        .arg(lost_key(node))
+        .arg(1)
+        .arg("PX")
+        .arg(LOST_NOTE_TTL.as_millis() as u64)
+        .query::<()>(con)
+}
+
+/// Whether `node` was declared lost since it last asked (the note is taken away).
+pub fn take_lost_note(con: &mut Connection, node: &str) -> RedisResult<bool> {
+    redis::cmd("DEL")
+        .arg(lost_key(node))
+        .query::<i64>(con)
+        .map(|deleted| deleted == 1)
 }
 
 /// Forgets `node` altogether: its nicks are free, it is no longer registered.

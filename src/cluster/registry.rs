@@ -22,11 +22,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::{Connection, RedisResult};
 
+use super::direct::{self, Direct};
 use super::presence::{self, Entry};
 use super::retry::Backoff;
 use super::wire::{self, RoomLine};
 use super::{tell_dispatcher, ClusterEvent, CHANNEL};
-use crate::event::{ClientId, Event};
+use crate::event::{ClientId, Event, OperatorError};
+use crate::stats::Stats;
 
 /// How often the node beats and looks for lost nodes.
 pub const BEAT: Duration = Duration::from_secs(1);
@@ -67,6 +69,28 @@ pub(crate) enum Request {
     },
     /// Every local user (and nick being claimed): register them all again.
     Resync(Vec<(ClientId, String, String)>),
+    /// Publish this message (a direct one: it is in no room's order).
+    Publish(String),
+    /// A whisper to `to`, on whichever node holds that nick.
+    Whisper {
+        /// The whisperer's nick, or `server`.
+        from: String,
+        /// The nick asked for.
+        to: String,
+        /// What.
+        text: String,
+        /// Who waits for the answer.
+        answer: Answer,
+    },
+    /// The operator kicks `nick`, on whichever node holds it.
+    Kick {
+        /// Who.
+        nick: String,
+        /// Why (may be empty).
+        reason: String,
+        /// Where the answer goes: the nick that matched.
+        done: Sender<Result<String, OperatorError>>,
+    },
     /// Who is online on every live node, for a list command of local user `id`.
     Roster {
         /// Who asked.
@@ -76,11 +100,21 @@ pub(crate) enum Request {
     },
 }
 
+/// Who waits for the answer to a whisper.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// A local user: the answer comes as [`ClusterEvent::Whispered`].
+    User(ClientId),
+    /// The operator console or a host program, waiting on its own thread.
+    Operator(Sender<Result<String, OperatorError>>),
+}
+
 struct Registry<'a> {
     client: &'a redis::Client,
     node: &'a str,
     events: &'a Sender<Event>,
     stop: &'a AtomicBool,
+    stats: &'a Stats,
     connection: Option<Connection>,
     backoff: Backoff,
     /// A failure is logged once, then not again until the thread has connected.
@@ -93,12 +127,14 @@ pub(super) fn run(
     requests: Receiver<Request>,
     events: &Sender<Event>,
     stop: &AtomicBool,
+    stats: &Stats,
 ) {
     let mut registry = Registry {
         client,
         node,
         events,
         stop,
+        stats,
         connection: None,
         backoff: Backoff::new(),
         failing: false,
@@ -191,10 +227,72 @@ impl Registry<'_> {
                 self.with(|con, node| presence::moved(con, node, &nick, &room));
             }
             Request::Resync(users) => self.resync(&users),
+            Request::Publish(payload) => {
+                self.with(|con, _| publish(con, &payload));
+            }
+            Request::Whisper {
+                from,
+                to,
+                text,
+                answer,
+            } => self.whisper(from, to, text, answer),
+            Request::Kick { nick, reason, done } => {
+                let found = self
+                    .with(|con, me| presence::locate(con, me, &nick))
+                    .flatten();
+                let result = match found {
+                    Some((node, entry)) => {
+                        let kick = Direct::Kick {
+                            node,
+                            nick: entry.nick.clone(),
+                            reason,
+                        };
+                        let me = self.node;
+                        self.with(|con, _| publish(con, &direct::encode(me, &kick)))
+                            .map(|()| entry.nick)
+                            .ok_or(OperatorError::NoSuchUser(nick))
+                    }
+                    None => Err(OperatorError::NoSuchUser(nick)),
+                };
+                let _ = done.send(result);
+            }
             Request::Roster { id, list } => {
                 let nodes = self.with(|con, _| presence::live_nodes(con));
                 let event = ClusterEvent::Roster { id, list, nodes };
                 tell_dispatcher(self.events, self.stop, event);
+            }
+        }
+    }
+
+    /// Finds the node that holds `to` and sends it the whisper; tells `answer` the nick
+    /// that matched, or that nobody has it.
+    fn whisper(&mut self, from: String, to: String, text: String, answer: Answer) {
+        let found = self
+            .with(|con, me| presence::locate(con, me, &to))
+            .flatten();
+        let me = self.node;
+        let matched = found.and_then(|(node, entry)| {
+            let dm = Direct::Dm {
+                node,
+                from,
+                to: entry.nick.clone(),
+                text: text.clone(),
+            };
+            self.with(|con, _| publish(con, &direct::encode(me, &dm)))
+                .map(|()| entry.nick)
+        });
+        match answer {
+            Answer::User(id) => {
+                let event = ClusterEvent::Whispered {
+                    id,
+                    to,
+                    matched,
+                    text,
+                };
+                tell_dispatcher(self.events, self.stop, event);
+            }
+            Answer::Operator(done) => {
+                let _ = done.send(matched.ok_or(OperatorError::NoSuchUser(to)));
             }
         }
     }
@@ -216,6 +314,19 @@ impl Registry<'_> {
             .collect();
         let node = self.node;
         self.with(|con, _| publish_leaves(con, node, &gone, NODE_LOST));
+        // Declared lost while cut off: the other nodes' rooms saw our users leave; they
+        // see them come back.
+        if self.with(|con, _| presence::take_lost_note(con, node)) == Some(true) {
+            let back: Vec<Entry> = pairs
+                .iter()
+                .filter(|(nick, _)| !found.lost.contains(nick))
+                .map(|(nick, room)| Entry {
+                    nick: nick.clone(),
+                    room: room.clone(),
+                })
+                .collect();
+            self.with(|con, _| publish_joins(con, node, &back));
+        }
         log::info!(
             "cluster-reg: {} users registered, {} gone since the last registration, \
              {} nicks held by another node",
@@ -238,10 +349,14 @@ impl Registry<'_> {
         }
     }
 
-    /// The heartbeat, then the search for lost nodes.
+    /// The heartbeat, the count of nodes for `/stats`, then the search for lost nodes.
     fn beat(&mut self) {
         if self.with(presence::beat).is_none() {
+            self.stats.cluster_nodes.lock().clear();
             return;
+        }
+        if let Some(census) = self.with(|con, _| presence::census(con)) {
+            *self.stats.cluster_nodes.lock() = census;
         }
         let Some(lost) = self.with(presence::lost_nodes) else {
             return;
@@ -267,6 +382,7 @@ impl Registry<'_> {
             users.len()
         );
         self.with(|con, _| publish_leaves(con, lost, &users, NODE_LOST));
+        self.with(|con, _| presence::mark_lost(con, lost));
         self.with(|con, _| presence::forget(con, lost));
     }
 
@@ -283,6 +399,34 @@ impl Registry<'_> {
             log::debug!("cluster-reg: could not leave the register: {e}");
         }
     }
+}
+
+fn publish(con: &mut Connection, payload: &str) -> RedisResult<()> {
+    redis::cmd("PUBLISH")
+        .arg(CHANNEL)
+        .arg(payload)
+        .query::<i64>(con)
+        .map(drop)
+}
+
+/// Publishes `JOIN <room> <nick>` for each user of `node` (number 0: its own
+/// dispatcher ignores them; its users never saw them leave).
+fn publish_joins(con: &mut Connection, node: &str, users: &[Entry]) -> RedisResult<()> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for Entry { nick, room } in users {
+        let line = RoomLine::Join {
+            room: room.clone(),
+            nick: nick.clone(),
+        };
+        pipe.cmd("PUBLISH")
+            .arg(CHANNEL)
+            .arg(wire::encode(node, 0, &line))
+            .ignore();
+    }
+    pipe.query(con)
 }
 
 /// Publishes `LEAVE <room> <nick> <reason>` for each user, signed with `node` (the node

@@ -44,7 +44,7 @@ const MAX_WAITING: usize = PUBLISH_QUEUE;
 pub(super) struct Link {
     pub(super) bridge: Bridge,
     /// This node's name, as it signs its lines.
-    node: String,
+    pub(super) node: String,
     /// The number the next line of ours gets.
     next_seq: u64,
     /// Subscribed to the broker: lines go through it. Otherwise they stay local.
@@ -146,6 +146,13 @@ impl DispatcherState {
                 self.settle_through(table, record.seq);
             }
             ClusterEvent::Heard(record) => self.heard_from_another_node(table, &record),
+            ClusterEvent::Direct(signed) => self.on_direct(table, &signed),
+            ClusterEvent::Whispered {
+                id,
+                to,
+                matched,
+                text,
+            } => self.whispered(table, id, &to, matched, &text),
             register @ (ClusterEvent::Claimed { .. }
             | ClusterEvent::ResyncWanted
             | ClusterEvent::Roster { .. }) => self.on_register(table, register),

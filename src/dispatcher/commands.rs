@@ -240,6 +240,9 @@ impl DispatcherState {
         text: &str,
     ) {
         let Some(target) = table.nick_owner(to) else {
+            if self.cluster_whisper(id, user, to, text) {
+                return; // the answer comes from the register
+            }
             let text = format!("nobody is called {to}");
             return self.error(id, ErrorCode::NoSuchUser, &text);
         };

@@ -25,6 +25,7 @@
 //! | `outputs.rs` | which client gets which bytes, and when they are written |
 //! | `cluster.rs`, `listeners.rs` | cluster mode only (feature `redis`): room lines through the broker |
 //! | `register.rs` | cluster mode only: nicks claimed across the cluster, lists of every node's users |
+//! | `remote.rs` | cluster mode only: whispers, notices and kicks that reach other nodes |
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -56,6 +57,8 @@ mod operator;
 mod outputs;
 #[cfg(feature = "redis")]
 mod register;
+#[cfg(feature = "redis")]
+mod remote;
 mod shared_write;
 
 /// Longest list reply (`/users`, `/who`, `/rooms`). A list of 15,000 users would be a
@@ -126,11 +129,13 @@ impl Dispatcher {
     /// shutdown before the acceptor has said it will send no more connections.
     pub(crate) fn spawn(config: Arc<Config>, expects_acceptor: bool) -> io::Result<Dispatcher> {
         let (events, inbox) = crossbeam_channel::bounded(EVENT_QUEUE);
+        let stats = Arc::new(Stats::default());
         // Cluster mode's threads first: if Redis's URL is wrong, nothing else has started.
         #[cfg(feature = "redis")]
         let (cluster, cluster_threads) = match &config.cluster {
             Some(settings) => {
-                let (bridge, threads) = crate::cluster::Bridge::start(settings, events.clone())?;
+                let (bridge, threads) =
+                    crate::cluster::Bridge::start(settings, events.clone(), Arc::clone(&stats))?;
                 (
                     Some(cluster::Link::new(bridge, settings.node.clone())),
                     threads,
@@ -140,7 +145,6 @@ impl Dispatcher {
         };
         let (flusher_jobs, flusher_inbox) = crossbeam_channel::unbounded();
         let table = SharedTable::default();
-        let stats = Arc::new(Stats::default());
         let send_timeout = config.send_timeout;
         let flusher = thread::Builder::new()
             .name("flusher".into())
@@ -286,7 +290,48 @@ impl DispatcherState {
 
     #[inline(always)]
     fn register_release(&mut self, _nick: &str) {}
+
+    /// A whisper to a nick nobody here has: the caller answers `no-such-user`.
+    #[inline(always)]
+    fn cluster_whisper(
+        &mut self,
+        _id: ClientId,
+        _user: &crate::table::User,
+        _to: &str,
+        _text: &str,
+    ) -> bool {
+        false
+    }
+
+    /// The operator's whisper or kick of a nick nobody here has: given back.
+    #[inline(always)]
+    fn cluster_operator_whisper(
+        &mut self,
+        _to: &str,
+        _text: &str,
+        done: OperatorDone,
+    ) -> Option<OperatorDone> {
+        Some(done)
+    }
+
+    #[inline(always)]
+    fn cluster_operator_kick(
+        &mut self,
+        _nick: &str,
+        _reason: &str,
+        done: OperatorDone,
+    ) -> Option<OperatorDone> {
+        Some(done)
+    }
+
+    /// A notice reaches this node's users only.
+    #[inline(always)]
+    fn cluster_notice(&mut self, _text: &str) {}
 }
+
+/// Where the answer to an operator's whisper or kick goes.
+#[cfg(not(feature = "redis"))]
+type OperatorDone = Sender<Result<String, crate::event::OperatorError>>;
 
 /// Everything the dispatcher thread owns.
 struct DispatcherState {
