@@ -377,3 +377,42 @@ fn the_console_reaches_every_node() {
     // Gone from the register a moment after his BYE.
     common::eventually("bob unknown to /kick", || a.kick("bob", "again").is_err());
 }
+
+/// The load generator spreads its clients over the nodes of a cluster (`--addr`
+/// repeated): a room split over two nodes gets every message once, in order, nothing
+/// lost (a correctness check; the timings are the benchmark's job).
+#[test]
+fn the_load_generator_spreads_a_room_over_two_nodes() {
+    let redis = Redis::start();
+    let (a, b) = (
+        start_node(&redis.url(), "node-a"),
+        start_node(&redis.url(), "node-b"),
+    );
+    await_link(&a, true);
+    await_link(&b, true);
+    let (a_addr, b_addr) = (a.local_addr().to_string(), b.local_addr().to_string());
+    let run = std::process::Command::new(common::example_binary("loadgen"))
+        .args(["fanout", "--clients", "6", "--senders", "2", "--rate", "40"])
+        .args(["--duration", "0.3", "--warmup", "0.1", "--json"])
+        .args(["--addr", &a_addr, "--addr", &b_addr])
+        .output()
+        .expect("run the load generator");
+    let json = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(
+        run.status.success(),
+        "{json}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        json.contains(&format!("\"addr\":\"{a_addr},{b_addr}\"")),
+        "{json}"
+    );
+    for zero in ["lost", "duplicated", "reordered", "disconnected"] {
+        assert!(json.contains(&format!("\"{zero}\":0")), "{zero}: {json}");
+    }
+    assert!(!json.contains("\"sent\":0"), "{json}");
+    // Round robin: each node had half the clients.
+    use underworld_line::stats::Stats;
+    assert_eq!(Stats::get(&a.stats().accepted), 3);
+    assert_eq!(Stats::get(&b.stats().accepted), 3);
+}
