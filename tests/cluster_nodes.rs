@@ -416,3 +416,76 @@ fn the_load_generator_spreads_a_room_over_two_nodes() {
     assert_eq!(Stats::get(&a.stats().accepted), 3);
     assert_eq!(Stats::get(&b.stats().accepted), 3);
 }
+
+/// History is cluster-wide: a joiner gets the room's last `--history` messages, said on
+/// any node, even where their own node had nobody in the room. And it meets the live
+/// lines exactly: a joiner arriving while the room talks gets each message once, as
+/// `HIST` or live, with none missing in between.
+#[test]
+fn history_is_cluster_wide_and_meets_the_live_lines() {
+    let redis = Redis::start();
+    let (a, b) = (
+        start_node(&redis.url(), "node-a"),
+        start_node(&redis.url(), "node-b"),
+    );
+    await_link(&a, true);
+    await_link(&b, true);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    alice.send("/join den");
+    alice.expect("JOIN den alice");
+    alice.send("one");
+    alice.send("two");
+    alice.expect("MSG den alice two");
+    let mut bob = Client::named(b.local_addr(), "bob");
+    bob.send("/join den");
+    bob.next_is("JOIN den bob");
+    let replayed: Vec<String> = (0..2).map(|_| bob.line()).collect();
+    for (line, text) in replayed.iter().zip(["one", "two"]) {
+        assert!(line.starts_with("HIST "), "{line}");
+        assert!(line.ends_with(&format!(" MSG den alice {text}")), "{line}");
+    }
+    bob.send("/me three");
+    bob.expect("ME den bob three");
+    let mut carol = Client::named(a.local_addr(), "carol");
+    carol.send("/join den");
+    carol.next_is("JOIN den carol");
+    for text in ["MSG den alice one", "MSG den alice two", "ME den bob three"] {
+        let line = carol.line();
+        assert!(line.starts_with("HIST ") && line.ends_with(text), "{line}");
+    }
+
+    // Dave joins from node B while alice talks on node A.
+    const SAID: usize = 60;
+    let mut dave = Client::named(b.local_addr(), "dave");
+    for i in 0..SAID {
+        alice.send(&format!("m{i}"));
+        if i == SAID / 2 {
+            dave.send("/join den");
+        }
+    }
+    alice.send("end");
+    let mut numbers = Vec::new();
+    let mut live_started = false;
+    loop {
+        let line = dave.line();
+        if line == "MSG den alice end" {
+            break;
+        }
+        let (hist, rest) = match line.strip_prefix("HIST ") {
+            Some(rest) => (true, rest.split_once(' ').unwrap().1.to_string()),
+            None => (false, line.clone()),
+        };
+        let Some(n) = rest.strip_prefix("MSG den alice m") else {
+            continue;
+        };
+        assert!(
+            !(hist && live_started),
+            "a HIST line after a live one: {line}"
+        );
+        live_started |= !hist;
+        numbers.push(n.parse::<usize>().unwrap());
+    }
+    let first = numbers[0];
+    let expected: Vec<usize> = (first..SAID).collect();
+    assert_eq!(numbers, expected, "dave's m-lines, HIST then live");
+}

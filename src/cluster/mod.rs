@@ -31,6 +31,7 @@
 //! | `mod.rs` | the settings, the events, starting and stopping the two threads |
 //! | [`wire`] | the message format and its strict parser |
 //! | [`direct`] | the messages that are not room lines: whispers, notices, kicks |
+//! | [`history`] | room history in Redis, written and read with the room lines |
 //! | [`presence`] | the register in Redis: nicks, users, heartbeats (keys and scripts) |
 //! | `registry.rs` | the `cluster-reg` thread: claims, heartbeat, lost nodes, list queries |
 //! | `subscriber.rs` | the `cluster-sub` thread: SUBSCRIBE, parse, hand to the dispatcher |
@@ -52,6 +53,7 @@ use crate::event::{ClientId, Event};
 use crate::stats::Stats;
 
 pub mod direct;
+pub mod history;
 pub mod presence;
 mod publisher;
 pub mod registry;
@@ -164,6 +166,14 @@ pub enum ClusterEvent {
     /// The publisher could not hand the line with this number to Redis: the
     /// dispatcher delivers it (and any earlier one still waiting) locally.
     Unpublished(u64),
+    /// Our `JOIN` with this number is published, and this is its room's history as it
+    /// was just before it (entries as Redis holds them, newest first; unchecked).
+    Recalled {
+        /// The `JOIN`'s number.
+        seq: u64,
+        /// The entries.
+        entries: Vec<String>,
+    },
     /// The answer to a nick claim for local user `id`: `Some(true)` the nick is theirs
     /// across the cluster, `Some(false)` a user of another node holds it (or a
     /// lookalike), `None` the register could not be reached (local rules only).
@@ -208,6 +218,8 @@ pub(crate) struct Outgoing {
     pub(crate) seq: u64,
     /// The message, as [`Record::encode`] wrote it.
     pub(crate) payload: String,
+    /// What it does to its room's history, in the same step as the publish.
+    pub(crate) history: history::HistoryOp,
 }
 
 /// The three threads of a node in cluster mode, as the dispatcher holds them.

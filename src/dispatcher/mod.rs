@@ -25,6 +25,7 @@
 //! | `outputs.rs` | which client gets which bytes, and when they are written |
 //! | `cluster.rs`, `listeners.rs` | cluster mode only (feature `redis`): room lines through the broker |
 //! | `register.rs` | cluster mode only: nicks claimed across the cluster, lists of every node's users |
+//! | `recall.rs` | cluster mode only: a joiner's history, from Redis, in the room's one order |
 //! | `remote.rs` | cluster mode only: whispers, notices and kicks that reach other nodes |
 
 use std::collections::{HashMap, VecDeque};
@@ -55,6 +56,8 @@ mod lifecycle;
 mod listeners;
 mod operator;
 mod outputs;
+#[cfg(feature = "redis")]
+mod recall;
 #[cfg(feature = "redis")]
 mod register;
 #[cfg(feature = "redis")]
