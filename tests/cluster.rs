@@ -249,7 +249,8 @@ fn chat_stays_local_while_redis_is_unreachable() {
 
 /// The binary: `--redis URL --node NAME` make it a node (its `/stats` says so), its
 /// users share a room with another node's, and `/shutdown` still ends it at once with
-/// exit status 0 (the cluster threads stop too).
+/// exit status 0 (the cluster threads stop too); the other node's rooms see its users
+/// leave, and the other node goes on.
 #[test]
 fn the_binary_joins_a_cluster_with_redis_and_node() {
     use std::io::{BufRead, BufReader, Write};
@@ -314,6 +315,10 @@ fn the_binary_joins_a_cluster_with_redis_and_node() {
 
     writeln!(console, "/shutdown").unwrap();
     assert_eq!(alice.expect_bye(), "server shutting down");
+    // This node only: the other node's rooms see its users leave.
+    bob.expect("LEAVE lobby alice server shutting down");
+    bob.send("still here");
+    bob.expect("MSG lobby bob still here");
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

@@ -288,6 +288,11 @@ impl Bridge {
         self.try_ask(request).is_ok()
     }
 
+    /// Whether the register thread's queue has room now.
+    pub(crate) fn has_room(&self) -> bool {
+        !self.requests.is_full()
+    }
+
     /// [`Bridge::ask`], giving the request back when it cannot be queued.
     pub(crate) fn try_ask(&self, request: Request) -> Result<(), Request> {
         self.requests.try_send(request).map_err(|e| match e {

@@ -53,6 +53,8 @@ pub(super) struct Link {
     pub(super) up: bool,
     /// Nicks being claimed in the register for local users (`register.rs`).
     pub(super) claims: Claims,
+    /// A change could not be queued for the register: it needs a resync (`register.rs`).
+    pub(super) resync_owed: bool,
     /// Joiners waiting for their room's history from Redis (`recall.rs`).
     pub(super) recall: Recall,
     /// Our lines handed to the publisher, oldest first, waiting to come back.
@@ -111,6 +113,7 @@ impl Link {
             up: false,
             claims: Claims::default(),
             recall: Recall::default(),
+            resync_owed: false,
             pending: VecDeque::new(),
             listeners: Listeners::default(),
             refused: LogLimiter::new(REFUSED_LOG_EVERY),
@@ -161,6 +164,7 @@ impl DispatcherState {
 
     /// What the cluster threads report.
     pub(super) fn on_cluster(&mut self, table: &mut UserTable, event: ClusterEvent) {
+        self.pay_resync(table);
         let Some(link) = self.cluster.as_mut() else {
             return;
         };

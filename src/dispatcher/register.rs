@@ -61,31 +61,45 @@ impl DispatcherState {
 
     /// A new local user, with an alias given at once: claimed after the fact.
     pub(super) fn register_user(&mut self, id: ClientId, nick: &str, room: &str) {
-        if let Some(link) = self.cluster.as_ref() {
-            link.bridge.ask(Request::Claim {
-                id,
-                nick: nick.to_string(),
-                room: room.to_string(),
-            });
-        }
+        self.tell_register(|| Request::Claim {
+            id,
+            nick: nick.to_string(),
+            room: room.to_string(),
+        });
     }
 
     /// A local user moved to another room.
     pub(super) fn register_move(&mut self, nick: &str, room: &str) {
-        if let Some(link) = self.cluster.as_ref() {
-            link.bridge.ask(Request::Moved {
-                nick: nick.to_string(),
-                room: room.to_string(),
-            });
-        }
+        self.tell_register(|| Request::Moved {
+            nick: nick.to_string(),
+            room: room.to_string(),
+        });
     }
 
     /// A local user gave up their nick (renamed, or gone).
     pub(super) fn register_release(&mut self, nick: &str) {
-        if let Some(link) = self.cluster.as_ref() {
-            link.bridge.ask(Request::Release {
-                nick: nick.to_string(),
-            });
+        self.tell_register(|| Request::Release {
+            nick: nick.to_string(),
+        });
+    }
+
+    /// Queues a change for the register. If its queue is full (Redis slow or stuck), the
+    /// change is lost: the register is then set right by a resync, owed until one can be
+    /// queued (see [`Self::pay_resync`]).
+    fn tell_register(&mut self, request: impl FnOnce() -> Request) {
+        if let Some(link) = self.cluster.as_mut() {
+            if !link.bridge.ask(request()) {
+                link.resync_owed = true;
+            }
+        }
+    }
+
+    /// Sends the resync owed since a change could not be queued, if one is.
+    pub(super) fn pay_resync(&mut self, table: &UserTable) {
+        // Listing every user costs O(users): only when it can be queued.
+        let owed = |link: &super::cluster::Link| link.resync_owed && link.bridge.has_room();
+        if self.cluster.as_ref().is_some_and(owed) {
+            self.resync(table);
         }
     }
 
@@ -129,6 +143,8 @@ impl DispatcherState {
             if nick_key(&old) != key {
                 self.register_release(&old);
             }
+            // They may have changed rooms while the claim was on its way.
+            self.register_move(&nick, &user.room);
         } else if won == Some(false) && user.nick == nick {
             // Their alias, or (after an outage) their nick, is a user's of another node.
             log::debug!("{id}: {nick} is held on another node; a fresh alias");
@@ -139,7 +155,7 @@ impl DispatcherState {
     }
 
     /// Registers every local user again, and the nicks being claimed.
-    fn resync(&mut self, table: &UserTable) {
+    pub(super) fn resync(&mut self, table: &UserTable) {
         let Some(link) = self.cluster.as_ref() else {
             return;
         };
@@ -155,8 +171,14 @@ impl DispatcherState {
                 users.push((*id, nick.clone(), user.room.clone()));
             }
         }
-        if !link.bridge.ask(Request::Resync(users)) {
-            log::warn!("cluster: the register thread is too far behind to resync");
+        let sent = link.bridge.ask(Request::Resync(users));
+        if let Some(link) = self.cluster.as_mut() {
+            if sent {
+                link.resync_owed = false;
+            } else if !link.resync_owed {
+                log::warn!("cluster: the register thread is behind: resync owed");
+                link.resync_owed = true;
+            }
         }
     }
 
