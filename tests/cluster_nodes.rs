@@ -489,3 +489,48 @@ fn history_is_cluster_wide_and_meets_the_live_lines() {
     let expected: Vec<usize> = (first..SAID).collect();
     assert_eq!(numbers, expected, "dave's m-lines, HIST then live");
 }
+
+/// Random aliases never collide across nodes: each node greets its new users with
+/// aliases it reserved in the register ahead of time (nobody, on any node, can hold or
+/// take them). Sixty users on two nodes, from a space of 2,304 plain aliases: every
+/// alias differs by its look, and nobody is renamed afterwards.
+#[test]
+fn random_aliases_never_collide_across_nodes() {
+    let redis = Redis::start();
+    let (a, b) = (
+        start_node(&redis.url(), "node-a"),
+        start_node(&redis.url(), "node-b"),
+    );
+    await_link(&a, true);
+    await_link(&b, true);
+    // Each node's pool is full (a look inside the register, to make the test exact).
+    let mut raw = redis.connect().expect("a raw Redis client");
+    let pool = underworld_line::cluster::registry::ALIAS_POOL;
+    common::eventually("both nodes reserved their aliases", || {
+        ["node-a", "node-b"].iter().all(|node| {
+            redis::cmd("HLEN")
+                .arg(format!("underworld-line:reserved:{node}"))
+                .query::<usize>(&mut raw)
+                .is_ok_and(|n| n == pool)
+        })
+    });
+    let mut clients = Vec::new();
+    for _ in 0..30 {
+        clients.push(Client::connect(a.local_addr()));
+        clients.push(Client::connect(b.local_addr()));
+    }
+    let looks: BTreeSet<String> = clients
+        .iter()
+        .map(|c| underworld_line::text::nick_key(&c.nick))
+        .collect();
+    assert_eq!(looks.len(), clients.len(), "two users got one alias");
+    for client in &mut clients {
+        let renamed = format!("NICK {} ", client.nick);
+        let seen = client.sync();
+        assert!(
+            !seen.iter().any(|l| l.starts_with(&renamed)),
+            "{} was renamed: {seen:?}",
+            client.nick
+        );
+    }
+}

@@ -228,6 +228,8 @@ pub(crate) struct Outgoing {
 pub(crate) struct Bridge {
     outgoing: Sender<Outgoing>,
     requests: Sender<Request>,
+    /// Aliases the register thread reserved for this node's next users.
+    aliases: crossbeam_channel::Receiver<String>,
     stop: Arc<AtomicBool>,
 }
 
@@ -257,6 +259,7 @@ impl Bridge {
                 .spawn(move || subscriber::run(&client, &events, &stop, &broker))?
         };
         let (requests, to_register) = crossbeam_channel::bounded(PUBLISH_QUEUE);
+        let (pool, aliases) = crossbeam_channel::bounded(registry::ALIAS_POOL);
         let registry = {
             let (client, events, stop, node) = (
                 client.clone(),
@@ -266,7 +269,9 @@ impl Bridge {
             );
             thread::Builder::new()
                 .name("cluster-reg".into())
-                .spawn(move || registry::run(&client, &node, to_register, &events, &stop, &stats))?
+                .spawn(move || {
+                    registry::run(&client, &node, to_register, &pool, &events, &stop, &stats)
+                })?
         };
         let publisher = {
             let stop = Arc::clone(&stop);
@@ -277,6 +282,7 @@ impl Bridge {
         let bridge = Bridge {
             outgoing,
             requests,
+            aliases,
             stop,
         };
         Ok((bridge, vec![subscriber, registry, publisher]))
@@ -286,6 +292,11 @@ impl Bridge {
     /// full (Redis slow or stuck) or it is gone.
     pub(crate) fn ask(&self, request: Request) -> bool {
         self.try_ask(request).is_ok()
+    }
+
+    /// An alias reserved across the cluster for a new user, if one is ready.
+    pub(crate) fn reserved_alias(&self) -> Option<String> {
+        self.aliases.try_recv().ok()
     }
 
     /// Whether the register thread's queue has room now.

@@ -10,6 +10,7 @@
 //! | `underworld-line:alive:<node>` | string with a TTL | the node's heartbeat: gone [`ALIVE_TTL`] after its last beat |
 //! | `underworld-line:nicks` | hash | a nick's look ([`nick_key`]) → the node whose user holds it |
 //! | `underworld-line:users:<node>` | hash | a nick's look → `<nick> <room>`, for each user of that node |
+//! | `underworld-line:reserved:<node>` | hash | a nick's look → the alias the node reserved for its next users |
 //! | `underworld-line:reaping:<node>` | string with a TTL | one node at a time cleans up after a lost one |
 //! | `underworld-line:lost:<node>` | string with a TTL | the node was declared lost: if it comes back, it announces its users again |
 //!
@@ -43,6 +44,10 @@ fn users_key(node: &str) -> String {
     format!("underworld-line:users:{node}")
 }
 
+fn reserved_key(node: &str) -> String {
+    format!("underworld-line:reserved:{node}")
+}
+
 fn reaping_key(node: &str) -> String {
     format!("underworld-line:reaping:{node}")
 }
@@ -64,12 +69,23 @@ pub struct Entry {
 }
 
 /// Claims `nick` for a user of `node` in `room`: wins unless a user of another node
-/// holds it or a lookalike. KEYS: nicks, users:node. ARGV: node, key, nick, room.
+/// holds it or a lookalike (an alias the node reserved is its own). KEYS: nicks,
+/// users:node, reserved:node. ARGV: node, key, nick, room.
 const CLAIM: &str = r"
 local owner = redis.call('HGET', KEYS[1], ARGV[2])
 if owner and owner ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. ' ' .. ARGV[4])
+redis.call('HDEL', KEYS[3], ARGV[2])
+return 1
+";
+
+/// Reserves a nick nobody holds (not even this node's users) for a future user of
+/// `node`: an alias it can give at once. KEYS: nicks, reserved:node. ARGV: node, key,
+/// nick.
+const RESERVE: &str = r"
+if redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 return 1
 ";
 
@@ -91,22 +107,25 @@ end
 return 1
 ";
 
-/// Forgets everything a node registered, freeing the nicks it held; returns what it had
-/// (field, value, field, value…). KEYS: nicks, users:node. ARGV: node.
+/// Forgets everything a node registered or reserved, freeing the nicks it held.
+/// KEYS: nicks, users:node, reserved:node. ARGV: node.
 const FORGET: &str = r"
-local users = redis.call('HGETALL', KEYS[2])
-for i = 1, #users, 2 do
-  if redis.call('HGET', KEYS[1], users[i]) == ARGV[1] then
-    redis.call('HDEL', KEYS[1], users[i])
+for k = 2, 3 do
+  local fields = redis.call('HKEYS', KEYS[k])
+  for i = 1, #fields do
+    if redis.call('HGET', KEYS[1], fields[i]) == ARGV[1] then
+      redis.call('HDEL', KEYS[1], fields[i])
+    end
   end
+  redis.call('DEL', KEYS[k])
 end
-redis.call('DEL', KEYS[2])
-return users
+return 1
 ";
 
-/// Forgets a node's registrations, then claims every user it has now: returns what it
-/// had before, and the looks another node holds (those users must change nick).
-/// KEYS: nicks, users:node. ARGV: node, then key, nick, room for each user.
+/// Forgets a node's registered users (its reserved aliases stay reserved), then claims
+/// every user it has now: returns what it had before, and the looks another node holds
+/// (those users must change nick). KEYS: nicks, users:node. ARGV: node, then key, nick,
+/// room for each user.
 const RESYNC: &str = r"
 local old = redis.call('HGETALL', KEYS[2])
 for i = 1, #old, 2 do
@@ -136,12 +155,23 @@ fn eval(script: &str, keys: &[&str]) -> redis::Cmd {
 
 /// Claims `nick` for a user of `node`: true if it is theirs now.
 pub fn claim(con: &mut Connection, node: &str, nick: &str, room: &str) -> RedisResult<bool> {
-    let users = users_key(node);
-    eval(CLAIM, &[NICKS, &users])
+    let (users, reserved) = (users_key(node), reserved_key(node));
+    eval(CLAIM, &[NICKS, &users, &reserved])
         .arg(node)
         .arg(nick_key(nick))
         .arg(nick)
         .arg(room)
+        .query::<i64>(con)
+        .map(|won| won == 1)
+}
+
+/// Reserves `nick` for a future user of `node`, if nobody holds it: true if it did.
+pub fn reserve(con: &mut Connection, node: &str, nick: &str) -> RedisResult<bool> {
+    let reserved = reserved_key(node);
+    eval(RESERVE, &[NICKS, &reserved])
+        .arg(node)
+        .arg(nick_key(nick))
+        .arg(nick)
         .query::<i64>(con)
         .map(|won| won == 1)
 }
@@ -342,10 +372,10 @@ pub fn take_lost_note(con: &mut Connection, node: &str) -> RedisResult<bool> {
 
 /// Forgets `node` altogether: its nicks are free, it is no longer registered.
 pub fn forget(con: &mut Connection, node: &str) -> RedisResult<()> {
-    let users = users_key(node);
-    eval(FORGET, &[NICKS, &users])
+    let (users, reserved) = (users_key(node), reserved_key(node));
+    eval(FORGET, &[NICKS, &users, &reserved])
         .arg(node)
-        .query::<Vec<String>>(con)?;
+        .query::<i64>(con)?;
     redis::pipe()
         .cmd("SREM")
         .arg(NODES)

@@ -6,6 +6,8 @@
 //!   answer comes back as [`ClusterEvent::Claimed`]), free one, move a user, re-register
 //!   everyone;
 //! - **the heartbeat**, every [`BEAT`]: this node is alive for [`presence::ALIVE_TTL`];
+//! - **aliases reserved ahead**, [`ALIAS_POOL`] of them, so that a new user's alias is
+//!   theirs across the cluster from their first line;
 //! - **finding lost nodes**, at each beat: a registered node whose heartbeat has stopped
 //!   (killed, or cut off from Redis) is cleaned up by one node: its users' `LEAVE
 //!   <room> <nick> node lost` lines are published for every node's rooms, then its nicks
@@ -27,6 +29,7 @@ use super::presence::{self, Entry};
 use super::retry::Backoff;
 use super::wire::{self, RoomLine};
 use super::{tell_dispatcher, ClusterEvent, CHANNEL};
+use crate::alias::{AliasGenerator, PLAIN_ATTEMPTS};
 use crate::event::{ClientId, Event, OperatorError};
 use crate::stats::Stats;
 
@@ -109,9 +112,16 @@ pub(crate) enum Answer {
     Operator(Sender<Result<String, OperatorError>>),
 }
 
+/// Aliases reserved ahead for new users: a new user gets one at once, and it is
+/// already theirs across the cluster.
+pub const ALIAS_POOL: usize = 32;
+
 struct Registry<'a> {
     client: &'a redis::Client,
     node: &'a str,
+    /// Where reserved aliases go; the dispatcher takes them without waiting.
+    pool: &'a Sender<String>,
+    aliases: AliasGenerator,
     events: &'a Sender<Event>,
     stop: &'a AtomicBool,
     stats: &'a Stats,
@@ -125,6 +135,7 @@ pub(super) fn run(
     client: &redis::Client,
     node: &str,
     requests: Receiver<Request>,
+    pool: &Sender<String>,
     events: &Sender<Event>,
     stop: &AtomicBool,
     stats: &Stats,
@@ -132,6 +143,8 @@ pub(super) fn run(
     let mut registry = Registry {
         client,
         node,
+        pool,
+        aliases: AliasGenerator::new(),
         events,
         stop,
         stats,
@@ -154,6 +167,7 @@ pub(super) fn run(
             registry.beat();
             next_beat = Instant::now() + BEAT;
         }
+        registry.refill_pool();
     }
     registry.leave_cluster();
     log::debug!("cluster-reg stopped");
@@ -345,6 +359,31 @@ impl Registry<'_> {
             };
             if !tell_dispatcher(self.events, self.stop, event) {
                 return;
+            }
+        }
+    }
+
+    /// Reserves aliases until the pool is full (only while connected: an outage's
+    /// new users get their aliases the other way, claimed after the fact).
+    fn refill_pool(&mut self) {
+        let mut taken_in_a_row = 0;
+        while self.connection.is_some() && !self.pool.is_full() && taken_in_a_row < 16 {
+            // Plain aliases first (`QuietOtter`); numbered ones once plain ones are taken.
+            let attempt = if taken_in_a_row < 4 {
+                0
+            } else {
+                PLAIN_ATTEMPTS
+            };
+            let alias = self.aliases.candidate(attempt);
+            match self.with(|con, node| presence::reserve(con, node, &alias)) {
+                Some(true) => {
+                    taken_in_a_row = 0;
+                    if self.pool.try_send(alias).is_err() {
+                        return; // full after all, or the dispatcher is gone
+                    }
+                }
+                Some(false) => taken_in_a_row += 1,
+                None => return,
             }
         }
     }

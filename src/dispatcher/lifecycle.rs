@@ -49,10 +49,14 @@ impl DispatcherState {
         self.enter_room(table, id, &nick, LOBBY);
     }
 
-    /// A random alias nobody has (by look). After 64 tries (a nearly full name space)
+    /// A random alias nobody has (by look): in cluster mode, one reserved across the
+    /// cluster if there is one ready. After 64 tries (a nearly full name space)
     /// it falls back to `anon<id>`: `anon` + digits is reserved, so nobody else can hold
     /// it, and ids are unique.
     pub(super) fn fresh_alias(&mut self, table: &UserTable, id: ClientId) -> String {
+        if let Some(alias) = self.reserved_alias(table, id) {
+            return alias;
+        }
         for attempt in 0..64 {
             let candidate = self.aliases.candidate(attempt);
             if table.nick_owner(&candidate).is_none() && !self.nick_being_claimed(id, &candidate) {

@@ -284,6 +284,12 @@ impl DispatcherState {
         false
     }
 
+    /// No aliases reserved ahead: the caller draws one.
+    #[inline(always)]
+    fn reserved_alias(&self, _table: &UserTable, _id: ClientId) -> Option<String> {
+        None
+    }
+
     /// No register to tell about a new user, a move or a departure.
     #[inline(always)]
     fn register_user(&mut self, _id: ClientId, _nick: &str, _room: &str) {}

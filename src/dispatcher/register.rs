@@ -59,6 +59,20 @@ impl DispatcherState {
         true
     }
 
+    /// An alias the register reserved for this node, free here too.
+    pub(super) fn reserved_alias(&self, table: &UserTable, id: ClientId) -> Option<String> {
+        let link = self.cluster.as_ref()?;
+        // Bounded: the pool holds at most ALIAS_POOL. One a local user took meanwhile by
+        // `/nick` (the register let them: same node) is skipped, not released.
+        for _ in 0..crate::cluster::registry::ALIAS_POOL {
+            let alias = link.bridge.reserved_alias()?;
+            if table.nick_owner(&alias).is_none() && !self.nick_being_claimed(id, &alias) {
+                return Some(alias);
+            }
+        }
+        None
+    }
+
     /// A new local user, with an alias given at once: claimed after the fact.
     pub(super) fn register_user(&mut self, id: ClientId, nick: &str, room: &str) {
         self.tell_register(|| Request::Claim {
