@@ -70,7 +70,7 @@ pub(crate) enum Request {
         /// Where.
         room: String,
     },
-    /// Every local user (and nick being claimed): register them all again.
+    /// Every local user: register them all again.
     Resync(Vec<(ClientId, String, String)>),
     /// Publish this message (a direct one: it is in no room's order).
     Publish(String),

@@ -157,8 +157,11 @@ impl DispatcherState {
             if nick_key(&old) != key {
                 self.register_release(&old);
             }
-            // They may have changed rooms while the claim was on its way.
-            self.register_move(&nick, &user.room);
+            // Claimed again, now that it is theirs: records their room (they may have
+            // moved meanwhile), and if a resync wiped the claim on its way, either
+            // takes it back or, should another node have taken it in that moment,
+            // gives them a fresh alias (the answer to a claim that is not a `/nick`).
+            self.register_user(id, &nick, &user.room);
         } else if won == Some(false) && user.nick == nick {
             // Their alias, or (after an outage) their nick, is a user's of another node.
             log::debug!("{id}: {nick} is held on another node; a fresh alias");
@@ -168,23 +171,19 @@ impl DispatcherState {
         }
     }
 
-    /// Registers every local user again, and the nicks being claimed.
+    /// Registers every local user again. (Not the nicks being claimed: a claim that
+    /// wins is claimed again once it is applied, see [`Self::claimed`].)
     pub(super) fn resync(&mut self, table: &UserTable) {
         let Some(link) = self.cluster.as_ref() else {
             return;
         };
-        let mut users: Vec<(ClientId, String, String)> = table
+        let users: Vec<(ClientId, String, String)> = table
             .ids()
             .filter_map(|id| {
                 let user = table.user(id)?;
                 Some((id, user.nick.clone(), user.room.clone()))
             })
             .collect();
-        for (id, nick) in link.claims.values() {
-            if let Some(user) = table.user(*id) {
-                users.push((*id, nick.clone(), user.room.clone()));
-            }
-        }
         let sent = link.bridge.ask(Request::Resync(users));
         if let Some(link) = self.cluster.as_mut() {
             if sent {
