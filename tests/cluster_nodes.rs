@@ -534,3 +534,57 @@ fn random_aliases_never_collide_across_nodes() {
         );
     }
 }
+
+/// Anyone with access to Redis can write into the register and the history too.
+/// Garbage there (bytes that are not UTF-8, names that break the rules, control
+/// characters) is skipped or stripped, never shown raw, never a crash: the lists and the
+/// history keep working around it.
+#[test]
+fn garbage_in_the_register_is_skipped() {
+    let redis = Redis::start();
+    let a = start_node(&redis.url(), "node-a");
+    await_link(&a, true);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    alice.send("/join den");
+    alice.expect("JOIN den alice");
+    alice.send("hello");
+    alice.expect("MSG den alice hello");
+
+    let mut raw = redis.connect().expect("a raw Redis client");
+    let mut run = |cmd: &mut redis::Cmd| cmd.query::<redis::Value>(&mut raw).expect("a command");
+    run(redis::cmd("SADD")
+        .arg("underworld-line:nodes")
+        .arg(&b"\xff\xfe"[..])
+        .arg("bad name")
+        .arg("fake"));
+    run(redis::cmd("SET").arg("underworld-line:alive:fake").arg(1));
+    run(redis::cmd("HSET")
+        .arg("underworld-line:users:fake")
+        .arg("x")
+        .arg("\x1b[2Jevil den")
+        .arg("y")
+        .arg("mallory \x07room")
+        .arg("z")
+        .arg(&b"\xff\xfe"[..])
+        .arg("w")
+        .arg("eve den"));
+    run(redis::cmd("LPUSH")
+        .arg("underworld-line:history:den")
+        .arg(&b"\xff"[..])
+        .arg("1 MSG den evil \x1b[31mred")
+        .arg("garbage"));
+
+    await_users(
+        &mut alice,
+        &["USER alice den", "USER eve den", "END users 2"],
+    );
+    let mut bob = Client::named(a.local_addr(), "bob");
+    bob.send("/join den");
+    bob.next_is("JOIN den bob");
+    let first = bob.line();
+    assert!(first.ends_with(" MSG den alice hello"), "{first}");
+    let second = bob.line();
+    assert!(second.ends_with(" MSG den evil [31mred"), "{second}");
+    bob.send("/ping done");
+    bob.next_is("PONG done");
+}

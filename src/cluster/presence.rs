@@ -220,7 +220,8 @@ pub fn resync(
     for (nick, room) in users {
         cmd.arg(nick_key(nick)).arg(nick).arg(room);
     }
-    let (before, lost_keys): (Vec<String>, Vec<String>) = cmd.query(con)?;
+    let (before, lost_keys): (Vec<Bytes>, Vec<Bytes>) = cmd.query(con)?;
+    let (before, lost_keys) = (text(before), text(lost_keys));
     let lost = users
         .iter()
         .filter(|(nick, _)| lost_keys.contains(&nick_key(nick)))
@@ -250,8 +251,7 @@ pub fn beat(con: &mut Connection, node: &str) -> RedisResult<()> {
 
 /// The registered nodes whose heartbeat has stopped (other than `me`).
 pub fn lost_nodes(con: &mut Connection, me: &str) -> RedisResult<Vec<String>> {
-    let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(NODES).query(con)?;
-    let others: Vec<String> = nodes.into_iter().filter(|n| n != me).collect();
+    let others: Vec<String> = node_names(con)?.into_iter().filter(|n| n != me).collect();
     if others.is_empty() {
         return Ok(others);
     }
@@ -269,7 +269,7 @@ pub fn lost_nodes(con: &mut Connection, me: &str) -> RedisResult<Vec<String>> {
 
 /// The registered nodes whose heartbeat is alive, `me` included, with their users.
 pub fn live_nodes(con: &mut Connection) -> RedisResult<Vec<(String, Vec<Entry>)>> {
-    let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(NODES).query(con)?;
+    let nodes = node_names(con)?;
     if nodes.is_empty() {
         return Ok(Vec::new());
     }
@@ -287,17 +287,17 @@ pub fn live_nodes(con: &mut Connection) -> RedisResult<Vec<(String, Vec<Entry>)>
     for node in &live {
         pipe.cmd("HGETALL").arg(users_key(node));
     }
-    let users: Vec<Vec<String>> = pipe.query(con)?;
+    let users: Vec<Vec<Bytes>> = pipe.query(con)?;
     Ok(live
         .into_iter()
         .zip(users)
-        .map(|(node, users)| (node, entries(&users)))
+        .map(|(node, users)| (node, entries(&text(users))))
         .collect())
 }
 
 /// Every live node (heartbeat alive) and how many users it registered, by name.
 pub fn census(con: &mut Connection) -> RedisResult<Vec<(String, usize)>> {
-    let mut nodes: Vec<String> = redis::cmd("SMEMBERS").arg(NODES).query(con)?;
+    let mut nodes = node_names(con)?;
     if nodes.is_empty() {
         return Ok(Vec::new());
     }
@@ -322,14 +322,16 @@ pub fn census(con: &mut Connection) -> RedisResult<Vec<(String, usize)>> {
 /// nobody does, or only `me` (whose users the dispatcher knows itself).
 pub fn locate(con: &mut Connection, me: &str, nick: &str) -> RedisResult<Option<(String, Entry)>> {
     let key = nick_key(nick);
-    let owner: Option<String> = redis::cmd("HGET").arg(NICKS).arg(&key).query(con)?;
+    let owner: Option<Bytes> = redis::cmd("HGET").arg(NICKS).arg(&key).query(con)?;
+    let owner = owner.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
     let Some(node) = owner.filter(|node| node != me) else {
         return Ok(None);
     };
-    let value: Option<String> = redis::cmd("HGET")
+    let value: Option<Bytes> = redis::cmd("HGET")
         .arg(users_key(&node))
         .arg(&key)
         .query(con)?;
+    let value = value.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
     let entry = value.and_then(|value| entries(&[key, value]).pop());
     Ok(entry.map(|entry| (node, entry)))
 }
@@ -348,8 +350,8 @@ pub fn start_reaping(con: &mut Connection, node: &str, me: &str) -> RedisResult<
 
 /// The users `node` registered.
 pub fn users_of(con: &mut Connection, node: &str) -> RedisResult<Vec<Entry>> {
-    let users: Vec<String> = redis::cmd("HGETALL").arg(users_key(node)).query(con)?;
-    Ok(entries(&users))
+    let users: Vec<Bytes> = redis::cmd("HGETALL").arg(users_key(node)).query(con)?;
+    Ok(entries(&text(users)))
 }
 
 /// Notes that `node` was declared lost (its users' `LEAVE` lines went out).
@@ -385,6 +387,28 @@ pub fn forget(con: &mut Connection, node: &str) -> RedisResult<()> {
         .arg(alive_key(node))
         .ignore()
         .query::<()>(con)
+}
+
+/// What Redis hands back, before it is checked: anyone with access to Redis can write
+/// any bytes there, so nothing is read as `String` directly (one bad value would make
+/// the whole answer fail to convert, and the register unreadable).
+type Bytes = Vec<u8>;
+
+/// Bytes as text, invalid UTF-8 replaced (what is then checked drops it).
+fn text(values: Vec<Bytes>) -> Vec<String> {
+    values
+        .into_iter()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .collect()
+}
+
+/// The registered nodes whose names are valid (anything else in the set is ignored).
+fn node_names(con: &mut Connection) -> RedisResult<Vec<String>> {
+    let names: Vec<Bytes> = redis::cmd("SMEMBERS").arg(NODES).query(con)?;
+    Ok(text(names)
+        .into_iter()
+        .filter(|name| super::wire::validate_node_name(name).is_ok())
+        .collect())
 }
 
 /// `field, "nick room", field, …` → entries. The register is only ever written by these

@@ -135,7 +135,12 @@ fn publish(connection: &mut Connection, line: &Outgoing) -> RedisResult<Option<V
                 .arg(history::key(room))
                 .arg(0)
                 .arg((*keep).max(1) - 1);
-            let (entries,): (Vec<String>,) = pipe.query(connection)?;
+            // Bytes, not `String`: one entry that is not UTF-8 must not fail the rest.
+            let (entries,): (Vec<Vec<u8>>,) = pipe.query(connection)?;
+            let entries = entries
+                .into_iter()
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .collect();
             Ok(Some(entries))
         }
     }
