@@ -320,7 +320,8 @@ fn whispers_reach_any_node() {
     let mut raw = redis.connect().expect("a raw Redis client");
     for forged in [
         "UWL1 evil 0 DM node-b bob bob I am bob",
-        "UWL1 evil 0 DM node-b alice bob wrong node",
+        "UWL1 evil 0 DM node-b BOB bob I am bob too",
+        "UWL1 evil 0 DM node-b mallory bob marker",
     ] {
         redis::cmd("PUBLISH")
             .arg(underworld_line::cluster::CHANNEL)
@@ -328,9 +329,10 @@ fn whispers_reach_any_node() {
             .query::<i64>(&mut raw)
             .expect("PUBLISH");
     }
-    // Only node-a's alice is alice: node-b takes a DM "from alice" from another node
-    // (anyone with Redis can do that: keep it private), but never one "from bob".
-    let seen = bob.sync();
+    // Node-b takes a DM from a nick it does not hold (anyone with Redis can send one:
+    // keep it private), but never one "from bob" or a lookalike. The marker comes last
+    // on the channel, so once bob has it, the forgeries were handled.
+    let seen = bob.expect("DM mallory bob marker");
     assert!(
         seen.iter().all(|l| !l.contains("I am bob")),
         "bob got {seen:?}"
