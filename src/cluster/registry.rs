@@ -1,10 +1,11 @@
 //! The `cluster-reg` thread: this node's side of the cluster's register (`presence.rs`).
 //!
-//! It does three jobs, one at a time, on one Redis connection:
+//! It does these jobs, one at a time, on one Redis connection:
 //!
 //! - **requests** from the dispatcher, in the order it sent them: claim a nick (the
 //!   answer comes back as [`ClusterEvent::Claimed`]), free one, move a user, re-register
-//!   everyone;
+//!   everyone; find the node of a nick for a whisper or a kick and send it there; read
+//!   every node's users for `/users`, `/who`, `/rooms`;
 //! - **the heartbeat**, every [`BEAT`]: this node is alive for [`presence::ALIVE_TTL`];
 //! - **aliases reserved ahead**, [`ALIAS_POOL`] of them, so that a new user's alias is
 //!   theirs across the cluster from their first line;
