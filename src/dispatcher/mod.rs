@@ -23,6 +23,7 @@
 //! | `commands.rs` | what each client command does |
 //! | `operator.rs` | what the operator and host programs may do; observers |
 //! | `outputs.rs` | which client gets which bytes, and when they are written |
+//! | `no_cluster.rs` | without the feature `redis`: the cluster hooks, doing nothing |
 //! | `cluster.rs`, `listeners.rs` | cluster mode only (feature `redis`): room lines through the broker |
 //! | `register.rs` | cluster mode only: nicks claimed across the cluster, lists of every node's users |
 //! | `recall.rs` | cluster mode only: a joiner's history, from Redis, in the room's one order |
@@ -54,6 +55,8 @@ mod commands;
 mod lifecycle;
 #[cfg(feature = "redis")]
 mod listeners;
+#[cfg(not(feature = "redis"))]
+mod no_cluster;
 mod operator;
 mod outputs;
 #[cfg(feature = "redis")]
@@ -238,109 +241,6 @@ enum ListKind {
     Who,
     Users,
 }
-
-/// Without the `redis` feature there is no cluster: every hook says "not mine", and the
-/// caller does what a single node always does (`cluster.rs` and `register.rs` have the
-/// cluster versions). Each compiles to nothing.
-#[cfg(not(feature = "redis"))]
-impl DispatcherState {
-    /// A room line: the caller delivers it.
-    #[inline(always)]
-    fn broker_takes(
-        &mut self,
-        _table: &mut UserTable,
-        _id: ClientId,
-        _room: &str,
-        _line: &crate::reply::Reply<'_>,
-    ) -> bool {
-        false
-    }
-
-    /// A list: the caller answers from the local table.
-    #[inline(always)]
-    fn cluster_answers_list(
-        &mut self,
-        _id: ClientId,
-        _user: &crate::table::User,
-        _kind: ListKind,
-    ) -> bool {
-        false
-    }
-
-    /// No nick is on its way through a cluster claim.
-    #[inline(always)]
-    fn nick_being_claimed(&self, _id: ClientId, _nick: &str) -> bool {
-        false
-    }
-
-    /// A free nick: the caller renames at once.
-    #[inline(always)]
-    fn cluster_decides_nick(
-        &mut self,
-        _id: ClientId,
-        _user: &crate::table::User,
-        _new: &str,
-    ) -> bool {
-        false
-    }
-
-    /// No aliases reserved ahead: the caller draws one.
-    #[inline(always)]
-    fn reserved_alias(&self, _table: &UserTable, _id: ClientId) -> Option<String> {
-        None
-    }
-
-    /// No register to tell about a new user, a move or a departure.
-    #[inline(always)]
-    fn register_user(&mut self, _id: ClientId, _nick: &str, _room: &str) {}
-
-    #[inline(always)]
-    fn register_move(&mut self, _nick: &str, _room: &str) {}
-
-    #[inline(always)]
-    fn register_release(&mut self, _nick: &str) {}
-
-    /// A whisper to a nick nobody here has: the caller answers `no-such-user`.
-    #[inline(always)]
-    fn cluster_whisper(
-        &mut self,
-        _id: ClientId,
-        _user: &crate::table::User,
-        _to: &str,
-        _text: &str,
-    ) -> bool {
-        false
-    }
-
-    /// The operator's whisper or kick of a nick nobody here has: given back.
-    #[inline(always)]
-    fn cluster_operator_whisper(
-        &mut self,
-        _to: &str,
-        _text: &str,
-        done: OperatorDone,
-    ) -> Option<OperatorDone> {
-        Some(done)
-    }
-
-    #[inline(always)]
-    fn cluster_operator_kick(
-        &mut self,
-        _nick: &str,
-        _reason: &str,
-        done: OperatorDone,
-    ) -> Option<OperatorDone> {
-        Some(done)
-    }
-
-    /// A notice reaches this node's users only.
-    #[inline(always)]
-    fn cluster_notice(&mut self, _text: &str) {}
-}
-
-/// Where the answer to an operator's whisper or kick goes.
-#[cfg(not(feature = "redis"))]
-type OperatorDone = Sender<Result<String, crate::event::OperatorError>>;
 
 /// Everything the dispatcher thread owns.
 struct DispatcherState {
