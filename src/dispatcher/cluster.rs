@@ -60,7 +60,8 @@ pub(super) struct Link {
     /// Our lines handed to the publisher, oldest first, waiting to come back.
     pending: VecDeque<Pending>,
     listeners: Listeners,
-    refused: LogLimiter,
+    /// Limits the log of refused remote lines and whispers.
+    pub(super) refused: LogLimiter,
 }
 
 /// How one of our room lines reached us: whether a `JOIN` replays the cluster's history.

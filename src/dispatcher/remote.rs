@@ -159,6 +159,13 @@ impl DispatcherState {
             } if *node == me => {
                 // No other node may whisper as one of our users.
                 if table.nick_owner(from).is_some() {
+                    if let Some(held_back) = self.cluster.as_mut().and_then(|l| l.refused.allow()) {
+                        log::warn!(
+                            "cluster: dropped a whisper from node {} signed with a nick a \
+                             local user holds ({held_back} more dropped since the last report)",
+                            signed.sender
+                        );
+                    }
                     return;
                 }
                 let Some(target) = table.nick_owner(to) else {
