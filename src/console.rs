@@ -14,16 +14,18 @@ use crate::stats::Stats;
 /// The console's `/help`.
 pub const CONSOLE_HELP: &str = "\
 operator commands:
-  /users                 who is online, and where
-  /rooms                 the rooms and their sizes
-  /w NAME TEXT           a private message from `server`
-  /kick NAME [REASON]    disconnect a user
+  /users                 who is online, and where (cluster: on this node)
+  /rooms                 the rooms and their sizes (cluster: on this node)
+  /w NAME TEXT           a private message from `server` (cluster: on any node)
+  /kick NAME [REASON]    disconnect a user (cluster: on any node)
   /time                  the server's clock (UTC)
   /stats                 connections, rooms, messages, uptime, the connection cap
-                         (and, in cluster mode, the node and its link to Redis)
+                         (and, in cluster mode, the node, its link to Redis, and
+                         the live nodes with their users)
   /shutdown              say BYE to everyone and stop
   /help                  this list
-  anything else          pushed to every user as NOTICE (//text sends /text)";
+  anything else          pushed to every user as NOTICE (cluster: on every node;
+                         //text sends /text)";
 
 /// What the console should do after a line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +156,18 @@ pub fn stats_text(server: &Server) -> String {
             )
         };
         text.push_str(&format!("\ncluster: node {}, {link}", cluster.node));
+        let nodes = stats.cluster_nodes.lock().clone();
+        if !nodes.is_empty() {
+            let each: Vec<String> = nodes
+                .iter()
+                .map(|(node, users)| format!("{node} {users}"))
+                .collect();
+            text.push_str(&format!(
+                "\ncluster nodes alive: {} (users: {})",
+                nodes.len(),
+                each.join(", ")
+            ));
+        }
     }
     text
 }

@@ -39,7 +39,7 @@
 //! | `outbox` (private) | queued output per client, coalesced writes, the flusher thread |
 //! | `sendq` (private) | the send-queue watchdog: clients that stopped reading while the kernel buffers for them |
 //! | [`transport`] | where output goes: a `TcpStream`, or a channel without sockets |
-//! | `cluster` (feature `redis`) | several nodes, one chat: room lines through Redis pub/sub |
+//! | `cluster` (feature `redis`) | several nodes, one chat: room lines through Redis pub/sub, a register of nicks and nodes, history in Redis |
 //! | [`alias`], [`clock`], [`stats`], [`config`], [`cli`], [`console`] | aliases, time, counters, settings, flags, the operator console |
 //!
 //! ## Threads
@@ -47,7 +47,8 @@
 //! `acceptor` → (`spawner`) → one `conn-N` per client → (crossbeam channel) →
 //! `dispatcher` → sockets, with the `writer` thread taking half of a long batch;
 //! `flusher` retries the sockets of clients that read slowly, and `sendq-watch` finds
-//! the clients that stopped reading while the kernel still buffers for them. See the
+//! the clients that stopped reading while the kernel still buffers for them. In
+//! cluster mode, `cluster-sub`, `cluster-pub` and `cluster-reg` talk to Redis. See the
 //! README's "How it works".
 
 #![deny(missing_docs)]

@@ -33,6 +33,12 @@ pub struct Stats {
     /// rooms span nodes (false: Redis unreachable, chat stays local to this node).
     #[cfg(feature = "redis")]
     pub cluster_linked: std::sync::atomic::AtomicBool,
+    /// Cluster mode: the live nodes and how many users each has registered, by name, as
+    /// the register thread last counted them (every second while Redis answers; empty
+    /// before the first count). A lock, not atomics: a list of names; the register
+    /// thread replaces it in one step, readers copy it.
+    #[cfg(feature = "redis")]
+    pub cluster_nodes: parking_lot::Mutex<Vec<(String, usize)>>,
 }
 
 impl Stats {

@@ -28,7 +28,7 @@ pub(crate) fn run_fanout(fleet: &mut Fleet, opts: &Options) -> Result<String, St
     if opts.json {
         let mut obj = Obj::new()
             .str("workload", "fanout")
-            .str("addr", &fleet.addr.to_string())
+            .str("addr", &fleet.addr_label())
             .raw("round", &round_json(&r));
         if let (Some(b), Some(a)) = (before, after) {
             obj = obj
@@ -163,7 +163,7 @@ pub(crate) fn run_saturate(fleet: &mut Fleet, opts: &Options) -> Result<String, 
             .collect();
         let mut obj = Obj::new()
             .str("workload", "saturate")
-            .str("addr", &fleet.addr.to_string())
+            .str("addr", &fleet.addr_label())
             .raw("rounds", &json_array(&items))
             .raw(
                 "best_deliveries_per_s",

@@ -113,7 +113,8 @@ pub(crate) struct Fleet {
     /// Flags of the ready events, copied out of `events` so handlers may borrow `self`.
     pub(crate) ready: Vec<(usize, EventFlags)>,
     pub(crate) conns: Vec<Conn>,
-    pub(crate) addr: SocketAddrV4,
+    /// The server, or the nodes of a cluster: new connections go round robin.
+    pub(crate) addrs: Vec<SocketAddrV4>,
     /// The one monotonic clock every send time is measured from.
     pub(crate) t0: Instant,
     pub(crate) scratch: Vec<u8>,
@@ -145,13 +146,19 @@ pub(crate) struct Fleet {
 }
 
 impl Fleet {
-    pub(crate) fn new(addr: SocketAddrV4) -> io::Result<Fleet> {
+    /// The address(es) connected to, for reports: `127.0.0.1:2022,127.0.0.1:2023`.
+    pub(crate) fn addr_label(&self) -> String {
+        let addrs: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        addrs.join(",")
+    }
+
+    pub(crate) fn new(addrs: &[SocketAddrV4]) -> io::Result<Fleet> {
         Ok(Fleet {
             poll: Poll::new()?,
             events: Events::with_capacity(1024),
             ready: Vec::with_capacity(1024),
             conns: Vec::new(),
-            addr,
+            addrs: addrs.to_vec(),
             t0: Instant::now(),
             scratch: vec![0; 64 * 1024],
             to_flush: Vec::new(),
@@ -255,8 +262,9 @@ impl Fleet {
             }
             Source::Fixed(ip) => ip,
         };
+        let target = self.addrs[self.connects_started % self.addrs.len()];
         self.connects_started += 1;
-        match connect_from(source, self.addr, self.rcvbuf) {
+        match connect_from(source, target, self.rcvbuf) {
             Ok(mut stream) => {
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 match self
@@ -815,7 +823,7 @@ pub(crate) fn open_clients(fleet: &mut Fleet, n: usize, rate: f64) -> Result<Vec
         return Err(format!(
             "only {} of {n} connections to {} said HELLO (refused {}, failed {}){}",
             clients.len(),
-            fleet.addr,
+            fleet.addr_label(),
             fleet.refused,
             fleet.failed,
             first_failure(fleet)

@@ -351,7 +351,7 @@ pub(crate) fn run_flood(fleet: &mut Fleet, opts: &Options) -> Result<String, Str
             .end();
         return Ok(Obj::new()
             .str("workload", "flood")
-            .str("addr", &fleet.addr.to_string())
+            .str("addr", &fleet.addr_label())
             .int("flooders", f as u64)
             .num("duration_s", wall.as_secs_f64())
             .int("lines_sent", lines_sent)

@@ -19,7 +19,7 @@ pub(crate) fn run_idle(fleet: &mut Fleet, opts: &Options) -> Result<String, Stri
     if clients.is_empty() && fleet.refused == 0 {
         return Err(format!(
             "no connection to {} succeeded{}",
-            fleet.addr,
+            fleet.addr_label(),
             first_failure(fleet)
         ));
     }
@@ -68,7 +68,7 @@ pub(crate) fn run_idle(fleet: &mut Fleet, opts: &Options) -> Result<String, Stri
     if opts.json {
         let mut obj = Obj::new()
             .str("workload", "idle")
-            .str("addr", &fleet.addr.to_string())
+            .str("addr", &fleet.addr_label())
             .int("clients", n as u64)
             .int("accepted", clients.len() as u64)
             .int("refused", fleet.refused)
@@ -95,7 +95,8 @@ pub(crate) fn run_idle(fleet: &mut Fleet, opts: &Options) -> Result<String, Stri
     let _ = writeln!(
         out,
         "idle: {n} connections to {} at {}/s",
-        fleet.addr, opts.connect_rate
+        fleet.addr_label(),
+        opts.connect_rate
     );
     let _ = writeln!(out, "  accepted            {}", clients.len());
     let _ = writeln!(out, "  refused (BYE)       {}", fleet.refused);

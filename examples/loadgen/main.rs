@@ -51,6 +51,8 @@ workloads:
 
 options:
   --addr IP:PORT       server address, in 127.0.0.0/8       [127.0.0.1:2022]
+                       repeat it (or give a comma-separated list) to spread the
+                       connections round robin over several nodes of one cluster
   --clients N          connections                           [idle 1000, fanout/slow 100,
                                                               saturate/storm 1000]
   --senders S          how many of the clients send          [min(10, clients)]
@@ -135,7 +137,8 @@ impl Workload {
 #[derive(Debug)]
 pub(crate) struct Options {
     pub(crate) workload: Workload,
-    pub(crate) addr: SocketAddrV4,
+    /// Where to connect: one server, or the nodes of a cluster (round robin).
+    pub(crate) addrs: Vec<SocketAddrV4>,
     pub(crate) clients: Option<usize>,
     pub(crate) senders: Option<usize>,
     pub(crate) rate: Option<f64>,
@@ -184,7 +187,7 @@ fn parse_args(args: &[String]) -> Result<Parsed, String> {
     };
     let mut opts = Options {
         workload,
-        addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 2022),
+        addrs: Vec::new(),
         clients: None,
         senders: None,
         rate: None,
@@ -231,14 +234,16 @@ fn parse_args(args: &[String]) -> Result<Parsed, String> {
             .as_str();
         match flag.as_str() {
             "--addr" => {
-                let addr: SocketAddrV4 = value
-                    .parse()
-                    .map_err(|_| format!("--addr: `{value}` is not IPv4:PORT"))?;
-                // The traffic rule: this tool never sends anything off the machine.
-                if !addr.ip().is_loopback() {
-                    return Err(format!("--addr: {value} is not in 127.0.0.0/8"));
+                for one in value.split(',') {
+                    let addr: SocketAddrV4 = one
+                        .parse()
+                        .map_err(|_| format!("--addr: `{one}` is not IPv4:PORT"))?;
+                    // The traffic rule: this tool never sends anything off the machine.
+                    if !addr.ip().is_loopback() {
+                        return Err(format!("--addr: {one} is not in 127.0.0.0/8"));
+                    }
+                    opts.addrs.push(addr);
                 }
-                opts.addr = addr;
             }
             "--clients" => opts.clients = Some(parse_count(flag, value, 1)?),
             "--senders" => opts.senders = Some(parse_count(flag, value, 1)?),
@@ -298,6 +303,10 @@ fn parse_args(args: &[String]) -> Result<Parsed, String> {
             _ => return Err(format!("unknown option `{flag}`")),
         }
     }
+    if opts.addrs.is_empty() {
+        opts.addrs
+            .push(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 2022));
+    }
     Ok(Parsed::Run(Box::new(opts)))
 }
 
@@ -343,7 +352,7 @@ fn main() {
     if wanted as u64 + 64 > fd_limit {
         eprintln!("[loadgen] warning: {wanted} connections wanted but our fd limit is {fd_limit}");
     }
-    let mut fleet = match Fleet::new(opts.addr) {
+    let mut fleet = match Fleet::new(&opts.addrs) {
         Ok(fleet) => fleet,
         Err(e) => {
             eprintln!("loadgen: cannot create the poll: {e}");

@@ -80,7 +80,7 @@ pub(crate) fn run_slow(fleet: &mut Fleet, opts: &Options) -> Result<String, Stri
     if opts.json {
         let mut obj = Obj::new()
             .str("workload", "slow")
-            .str("addr", &fleet.addr.to_string());
+            .str("addr", &fleet.addr_label());
         if let Some(b) = &baseline {
             obj = obj.raw("baseline", &round_json(b));
         }

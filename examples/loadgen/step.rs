@@ -176,7 +176,7 @@ pub(crate) fn run_step(fleet: &mut Fleet, opts: &Options, fd_limit: u64) -> Resu
             .collect();
         return Ok(Obj::new()
             .str("workload", "step")
-            .str("addr", &fleet.addr.to_string())
+            .str("addr", &fleet.addr_label())
             .raw("steps", &json_array(&items))
             .raw(
                 "last_passing_clients",

@@ -146,7 +146,7 @@ pub(crate) fn run_storm(fleet: &mut Fleet, opts: &Options) -> Result<String, Str
     if opts.json {
         let mut obj = Obj::new()
             .str("workload", "storm")
-            .str("addr", &fleet.addr.to_string())
+            .str("addr", &fleet.addr_label())
             .int("clients", n as u64)
             .num("connect_rate", rate)
             .raw("achieved_connect_rate", &jnum(achieved_rate))
@@ -176,7 +176,7 @@ pub(crate) fn run_storm(fleet: &mut Fleet, opts: &Options) -> Result<String, Str
     let _ = writeln!(
         out,
         "storm: {n} connections to {} at {rate:.0}/s (open loop){}",
-        fleet.addr,
+        fleet.addr_label(),
         opts.src_ips
             .map_or(String::new(), |k| format!(", from 127.0.0.1..{k}"))
     );

@@ -30,6 +30,10 @@
 //! |---|---|
 //! | `mod.rs` | the settings, the events, starting and stopping the two threads |
 //! | [`wire`] | the message format and its strict parser |
+//! | [`direct`] | the messages that are not room lines: whispers, notices, kicks |
+//! | [`history`] | room history in Redis, written and read with the room lines |
+//! | [`presence`] | the register in Redis: nicks, users, heartbeats (keys and scripts) |
+//! | `registry.rs` | the `cluster-reg` thread: claims, heartbeat, lost nodes, list queries |
 //! | `subscriber.rs` | the `cluster-sub` thread: SUBSCRIBE, parse, hand to the dispatcher |
 //! | `publisher.rs` | the `cluster-pub` thread: PUBLISH what the dispatcher hands it |
 //! | `retry.rs` | back-off between connection attempts, and a log that does not flood |
@@ -45,13 +49,20 @@ use std::time::Duration;
 
 use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 
-use crate::event::Event;
+use crate::event::{ClientId, Event};
+use crate::stats::Stats;
 
+pub mod direct;
+pub mod history;
+pub mod presence;
 mod publisher;
+pub mod registry;
 mod retry;
 mod subscriber;
 pub mod wire;
 
+pub use presence::Entry;
+pub(crate) use registry::{Answer, Request};
 pub(crate) use retry::LogLimiter;
 pub use wire::{Record, RoomLine};
 
@@ -135,12 +146,69 @@ pub enum ClusterEvent {
     Up,
     /// The subscription is lost: room lines stay on this node until [`ClusterEvent::Up`].
     Down,
-    /// A well-formed message heard on the channel (this node's own lines included).
+    /// A well-formed room line heard on the channel (this node's own lines included).
     /// Boxed, so that this rare event does not make every [`Event`] larger.
     Heard(Box<Record>),
+    /// A well-formed direct message heard on the channel (a whisper, a notice, a kick).
+    Direct(Box<direct::Signed>),
+    /// The answer to a local user's whisper to someone not on this node: the nick that
+    /// matched on another node (the whisper is on its way), or `None` (nobody has it).
+    Whispered {
+        /// Who whispered.
+        id: ClientId,
+        /// The nick they asked for.
+        to: String,
+        /// The nick that matched, as spelled.
+        matched: Option<String>,
+        /// What they said.
+        text: String,
+    },
     /// The publisher could not hand the line with this number to Redis: the
     /// dispatcher delivers it (and any earlier one still waiting) locally.
     Unpublished(u64),
+    /// Our `JOIN` with this number is published, and this is its room's history as it
+    /// was just before it (entries as Redis holds them, newest first; unchecked).
+    Recalled {
+        /// The `JOIN`'s number.
+        seq: u64,
+        /// The entries.
+        entries: Vec<String>,
+    },
+    /// The answer to a nick claim for local user `id`: `Some(true)` the nick is theirs
+    /// across the cluster, `Some(false)` a user of another node holds it (or a
+    /// lookalike), `None` the register could not be reached (local rules only).
+    Claimed {
+        /// The user.
+        id: ClientId,
+        /// The nick claimed.
+        nick: String,
+        /// Won, lost, or unknown.
+        won: Option<bool>,
+    },
+    /// The register thread has (re)connected: it needs every local user, to register
+    /// them again (after an outage, the register may have lost them all).
+    ResyncWanted,
+    /// The users of every live node, for local user `id`'s list command; `None` if the
+    /// register could not be read.
+    Roster {
+        /// Who asked.
+        id: ClientId,
+        /// What they asked for.
+        list: List,
+        /// Each live node and its users.
+        nodes: Option<Vec<(String, Vec<Entry>)>>,
+    },
+}
+
+/// A list command answered from the whole cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum List {
+    /// `/users`: everyone online.
+    Users,
+    /// `/who`: the members of this room.
+    Who(String),
+    /// `/rooms`: every room and its size.
+    Rooms,
 }
 
 /// A room line for the publisher thread.
@@ -150,20 +218,28 @@ pub(crate) struct Outgoing {
     pub(crate) seq: u64,
     /// The message, as [`Record::encode`] wrote it.
     pub(crate) payload: String,
+    /// What it does to its room's history, in the same step as the publish.
+    pub(crate) history: history::HistoryOp,
 }
 
-/// The two threads of a node in cluster mode, as the dispatcher holds them.
-/// Dropping it stops them: the publisher sees its channel close, the subscriber the flag.
+/// The three threads of a node in cluster mode, as the dispatcher holds them.
+/// Dropping it stops them: the publisher and the register thread see their channels
+/// close, the subscriber the flag.
 pub(crate) struct Bridge {
     outgoing: Sender<Outgoing>,
+    requests: Sender<Request>,
+    /// Aliases the register thread reserved for this node's next users.
+    aliases: crossbeam_channel::Receiver<String>,
     stop: Arc<AtomicBool>,
 }
 
 impl Bridge {
-    /// Starts `cluster-sub` and `cluster-pub` for `config`; they send to `events`.
+    /// Starts `cluster-sub`, `cluster-pub` and `cluster-reg` for `config`; they send to
+    /// `events`.
     pub(crate) fn start(
         config: &ClusterConfig,
         events: Sender<Event>,
+        stats: Arc<Stats>,
     ) -> io::Result<(Bridge, Vec<JoinHandle<()>>)> {
         let client = redis::Client::open(config.redis_url.as_str())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--redis: {e}")))?;
@@ -182,13 +258,57 @@ impl Bridge {
                 .name("cluster-sub".into())
                 .spawn(move || subscriber::run(&client, &events, &stop, &broker))?
         };
+        let (requests, to_register) = crossbeam_channel::bounded(PUBLISH_QUEUE);
+        let (pool, aliases) = crossbeam_channel::bounded(registry::ALIAS_POOL);
+        let registry = {
+            let (client, events, stop, node) = (
+                client.clone(),
+                events.clone(),
+                Arc::clone(&stop),
+                config.node.clone(),
+            );
+            thread::Builder::new()
+                .name("cluster-reg".into())
+                .spawn(move || {
+                    registry::run(&client, &node, to_register, &pool, &events, &stop, &stats)
+                })?
+        };
         let publisher = {
             let stop = Arc::clone(&stop);
             thread::Builder::new()
                 .name("cluster-pub".into())
                 .spawn(move || publisher::run(&client, to_publish, &events, &stop))?
         };
-        Ok((Bridge { outgoing, stop }, vec![subscriber, publisher]))
+        let bridge = Bridge {
+            outgoing,
+            requests,
+            aliases,
+            stop,
+        };
+        Ok((bridge, vec![subscriber, registry, publisher]))
+    }
+
+    /// Hands a request to the register thread without waiting; false if its queue is
+    /// full (Redis slow or stuck) or it is gone.
+    pub(crate) fn ask(&self, request: Request) -> bool {
+        self.try_ask(request).is_ok()
+    }
+
+    /// An alias reserved across the cluster for a new user, if one is ready.
+    pub(crate) fn reserved_alias(&self) -> Option<String> {
+        self.aliases.try_recv().ok()
+    }
+
+    /// Whether the register thread's queue has room now.
+    pub(crate) fn has_room(&self) -> bool {
+        !self.requests.is_full()
+    }
+
+    /// [`Bridge::ask`], giving the request back when it cannot be queued.
+    pub(crate) fn try_ask(&self, request: Request) -> Result<(), Request> {
+        self.requests.try_send(request).map_err(|e| match e {
+            TrySendError::Full(request) | TrySendError::Disconnected(request) => request,
+        })
     }
 
     /// Queues a line for publishing without waiting; gives it back if the queue is full.

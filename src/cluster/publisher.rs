@@ -8,6 +8,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use redis::{Connection, RedisResult};
 
+use super::history::{self, HistoryOp};
 use super::retry::Backoff;
 use super::{tell_dispatcher, ClusterEvent, Outgoing, CHANNEL};
 use crate::event::Event;
@@ -37,13 +38,22 @@ pub(super) fn run(
         }
         // `None`: no connection, and the back-off says not to try yet.
         let had_connection = connection.is_some();
-        match publish_or_retry(client, &mut connection, &line.payload) {
-            Some(Ok(())) => {
+        match publish_or_retry(client, &mut connection, &line) {
+            Some(Ok(recalled)) => {
                 if failing {
                     log::info!("cluster-pub: publishing again");
                     failing = false;
                 }
                 backoff.succeeded();
+                if let Some(entries) = recalled {
+                    let event = ClusterEvent::Recalled {
+                        seq: line.seq,
+                        entries,
+                    };
+                    if !tell_dispatcher(events, stop, event) {
+                        break;
+                    }
+                }
                 continue;
             }
             Some(Err(e)) => {
@@ -71,14 +81,14 @@ pub(super) fn run(
 fn publish_or_retry(
     client: &redis::Client,
     connection: &mut Option<Connection>,
-    payload: &str,
-) -> Option<RedisResult<()>> {
-    let first = publish(connection.as_mut()?, payload);
+    line: &Outgoing,
+) -> Option<RedisResult<Option<Vec<String>>>> {
+    let first = publish(connection.as_mut()?, line);
     match first {
         Err(e) if !e.is_timeout() => {
             log::debug!("cluster-pub: connection lost ({e}); reconnecting once");
             *connection = connect(client).ok();
-            Some(publish(connection.as_mut()?, payload))
+            Some(publish(connection.as_mut()?, line))
         }
         first => Some(first),
     }
@@ -91,10 +101,47 @@ fn connect(client: &redis::Client) -> RedisResult<Connection> {
     Ok(connection)
 }
 
-fn publish(connection: &mut Connection, payload: &str) -> RedisResult<()> {
-    redis::cmd("PUBLISH")
+/// Publishes the line, and does its history step in the same `MULTI`/`EXEC` (see
+/// `history.rs`): returns the history read for a `JOIN`.
+fn publish(connection: &mut Connection, line: &Outgoing) -> RedisResult<Option<Vec<String>>> {
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("PUBLISH")
         .arg(CHANNEL)
-        .arg(payload)
-        .query::<i64>(connection)
-        .map(|_receivers| ())
+        .arg(&line.payload)
+        .ignore();
+    match &line.history {
+        HistoryOp::None => {
+            pipe.query::<()>(connection)?;
+            Ok(None)
+        }
+        HistoryOp::Remember { room, entry, keep } => {
+            let key = history::key(room);
+            pipe.cmd("LPUSH").arg(&key).arg(entry).ignore();
+            pipe.cmd("LTRIM")
+                .arg(&key)
+                .arg(0)
+                .arg((*keep).max(1) - 1)
+                .ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(&key)
+                .arg(history::HISTORY_TTL.as_millis() as u64)
+                .ignore();
+            pipe.query::<()>(connection)?;
+            Ok(None)
+        }
+        HistoryOp::Recall { room, keep } => {
+            pipe.cmd("LRANGE")
+                .arg(history::key(room))
+                .arg(0)
+                .arg((*keep).max(1) - 1);
+            // Bytes, not `String`: one entry that is not UTF-8 must not fail the rest.
+            let (entries,): (Vec<Vec<u8>>,) = pipe.query(connection)?;
+            let entries = entries
+                .into_iter()
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .collect();
+            Ok(Some(entries))
+        }
+    }
 }

@@ -10,7 +10,8 @@ use crossbeam_channel::Sender;
 use redis::RedisError;
 
 use super::retry::{Backoff, LogLimiter};
-use super::{tell_dispatcher, wire, ClusterEvent, CHANNEL, POLL};
+use super::wire::{self, Message};
+use super::{tell_dispatcher, ClusterEvent, CHANNEL, POLL};
 use crate::event::Event;
 
 /// How long connecting to Redis may take.
@@ -100,9 +101,14 @@ fn listen(
             Err(e) if e.is_timeout() => continue,
             Err(e) => return Ended::Lost(e),
         };
-        match wire::parse(message.get_payload_bytes()) {
-            Ok(record) => {
-                if !tell_dispatcher(events, stop, ClusterEvent::Heard(Box::new(record))) {
+        let heard = match wire::parse_any(message.get_payload_bytes()) {
+            Ok(Message::Room(record)) => Ok(ClusterEvent::Heard(Box::new(record))),
+            Ok(Message::Direct(direct)) => Ok(ClusterEvent::Direct(Box::new(direct))),
+            Err(why) => Err(why),
+        };
+        match heard {
+            Ok(event) => {
+                if !tell_dispatcher(events, stop, event) {
                     return Ended::Stopped;
                 }
             }

@@ -201,7 +201,8 @@ pub enum Garbage {
     NotUtf8,
     /// Not `UWL1 …`, or missing fields.
     Format,
-    /// A kind other than `MSG`, `ME`, `JOIN`, `LEAVE`, `NICK`.
+    /// A kind other than `MSG`, `ME`, `JOIN`, `LEAVE`, `NICK` (or, for [`parse_any`],
+    /// the direct kinds `DM`, `NOTICE`, `KICK`).
     UnknownKind,
     /// A node name that breaks [`validate_node_name`].
     BadNode,
@@ -246,21 +247,14 @@ pub fn validate_node_name(name: &str) -> Result<(), String> {
 
 /// Parses one message from the broker, strictly (see the module documentation).
 pub fn parse(payload: &[u8]) -> Result<Record, Garbage> {
-    if payload.len() > MAX_MESSAGE_BYTES {
-        return Err(Garbage::TooLong);
-    }
-    let message = std::str::from_utf8(payload).map_err(|_| Garbage::NotUtf8)?;
-    let mut fields = message.splitn(6, ' ');
-    let mut next = || fields.next().ok_or(Garbage::Format);
-    if next()? != MAGIC {
-        return Err(Garbage::Format);
-    }
-    let node = next()?;
-    validate_node_name(node).map_err(|_| Garbage::BadNode)?;
-    let seq = parse_seq(next()?)?;
-    let kind = next()?;
-    let room = room(next()?)?;
-    let rest = next()?;
+    let Header {
+        node,
+        seq,
+        kind,
+        rest,
+    } = header(payload)?;
+    let (room, rest) = rest.split_once(' ').ok_or(Garbage::Format)?;
+    let room = self::room(room)?;
     let line = match kind {
         "MSG" | "ME" => {
             let (nick, text) = nick_and_text(rest)?;
@@ -295,6 +289,70 @@ pub fn parse(payload: &[u8]) -> Result<Record, Garbage> {
     })
 }
 
+/// Whether `nick` may appear on the wire (the nick rules, or a fallback alias).
+pub fn is_valid_nick(nick: &str) -> bool {
+    self::nick(nick).is_ok()
+}
+
+/// Whether `room` is a valid room, already normalised.
+pub fn is_valid_room(name: &str) -> bool {
+    room(name).is_ok()
+}
+
+/// A message: a room line, or a direct message (`src/cluster/direct.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// `MSG`, `ME`, `JOIN`, `LEAVE`, `NICK`: for a room's members on every node.
+    Room(Record),
+    /// `DM`, `NOTICE`, `KICK`: for one node's users, or every node's.
+    Direct(super::direct::Signed),
+}
+
+/// Parses any message from the broker, room line or direct, strictly.
+pub fn parse_any(payload: &[u8]) -> Result<Message, Garbage> {
+    let head = header(payload)?;
+    match super::direct::parse(&head)? {
+        Some(direct) => Ok(Message::Direct(direct)),
+        None => parse(payload).map(Message::Room),
+    }
+}
+
+/// The fields every message starts with, checked.
+pub(super) struct Header<'a> {
+    /// The sending node (a valid node name).
+    pub(super) node: &'a str,
+    /// Its number for the message.
+    pub(super) seq: u64,
+    /// `MSG`, `DM`, … (not checked yet).
+    pub(super) kind: &'a str,
+    /// Everything after the kind.
+    pub(super) rest: &'a str,
+}
+
+/// Checks length, UTF-8, `UWL1`, the node name and the number; splits off the rest.
+pub(super) fn header(payload: &[u8]) -> Result<Header<'_>, Garbage> {
+    if payload.len() > MAX_MESSAGE_BYTES {
+        return Err(Garbage::TooLong);
+    }
+    let message = std::str::from_utf8(payload).map_err(|_| Garbage::NotUtf8)?;
+    let mut fields = message.splitn(5, ' ');
+    let mut next = || fields.next().ok_or(Garbage::Format);
+    if next()? != MAGIC {
+        return Err(Garbage::Format);
+    }
+    let node = next()?;
+    validate_node_name(node).map_err(|_| Garbage::BadNode)?;
+    let seq = parse_seq(next()?)?;
+    let kind = next()?;
+    let rest = next()?;
+    Ok(Header {
+        node,
+        seq,
+        kind,
+        rest,
+    })
+}
+
 /// Plain decimal digits only (no sign, no spaces), within `u64`.
 fn parse_seq(field: &str) -> Result<u64, Garbage> {
     if field.is_empty() || !field.bytes().all(|b| b.is_ascii_digit()) {
@@ -313,7 +371,7 @@ fn room(field: &str) -> Result<String, Garbage> {
 
 /// A nick by the local rules, or a node's fallback alias (`anon` + digits, which the
 /// rules reserve so that no user can pick one).
-fn nick(field: &str) -> Result<String, Garbage> {
+pub(super) fn nick(field: &str) -> Result<String, Garbage> {
     let fallback = field.strip_prefix("anon").is_some_and(|digits| {
         (1..=20).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
     });
@@ -326,7 +384,7 @@ fn nick(field: &str) -> Result<String, Garbage> {
 
 /// `<nick> <text>`: the text stripped of control characters as local text is, and not
 /// empty afterwards.
-fn nick_and_text(rest: &str) -> Result<(String, String), Garbage> {
+pub(super) fn nick_and_text(rest: &str) -> Result<(String, String), Garbage> {
     let (name, text) = rest.split_once(' ').ok_or(Garbage::Format)?;
     let text = sanitize_text(text);
     if text.trim().is_empty() {

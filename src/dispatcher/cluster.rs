@@ -19,10 +19,13 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::listeners::Listeners;
+use super::recall::Recall;
+use super::register::Claims;
 use super::DispatcherState;
+use crate::cluster::history::{self, HistoryOp};
 use crate::cluster::{
     wire, Bridge, ClusterEvent, LogLimiter, Outgoing, Record, RoomLine, PUBLISH_QUEUE,
 };
@@ -41,17 +44,52 @@ const MAX_WAITING: usize = PUBLISH_QUEUE;
 
 /// The dispatcher's cluster state.
 pub(super) struct Link {
-    bridge: Bridge,
+    pub(super) bridge: Bridge,
     /// This node's name, as it signs its lines.
-    node: String,
+    pub(super) node: String,
     /// The number the next line of ours gets.
     next_seq: u64,
     /// Subscribed to the broker: lines go through it. Otherwise they stay local.
-    up: bool,
+    pub(super) up: bool,
+    /// Nicks being claimed in the register for local users (`register.rs`).
+    pub(super) claims: Claims,
+    /// A change could not be queued for the register: it needs a resync (`register.rs`).
+    pub(super) resync_owed: bool,
+    /// Joiners waiting for their room's history from Redis (`recall.rs`).
+    pub(super) recall: Recall,
     /// Our lines handed to the publisher, oldest first, waiting to come back.
     pending: VecDeque<Pending>,
     listeners: Listeners,
-    refused: LogLimiter,
+    /// Limits the log of refused remote lines and whispers.
+    pub(super) refused: LogLimiter,
+}
+
+/// How one of our room lines reached us: whether a `JOIN` replays the cluster's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Via {
+    /// Back from the broker, as our line number this: its history comes with it.
+    Broker(u64),
+    /// Applied here without the broker: this node's own history.
+    Local,
+}
+
+/// What publishing `line` does to its room's history (`keep`: `--history`).
+fn history_op(line: &RoomLine, keep: usize) -> HistoryOp {
+    if keep == 0 {
+        return HistoryOp::None;
+    }
+    match line {
+        RoomLine::Msg { room, .. } | RoomLine::Me { room, .. } => HistoryOp::Remember {
+            room: room.clone(),
+            entry: history::entry(SystemTime::now(), &line.reply().to_string()),
+            keep,
+        },
+        RoomLine::Join { room, .. } => HistoryOp::Recall {
+            room: room.clone(),
+            keep,
+        },
+        _ => HistoryOp::None,
+    }
 }
 
 /// One of our lines on its way through the broker.
@@ -63,12 +101,20 @@ struct Pending {
 }
 
 impl Link {
+    /// Whether our line `seq` is still on its way through the broker.
+    pub(super) fn is_pending(&self, seq: u64) -> bool {
+        self.pending.iter().any(|p| p.seq == seq)
+    }
+
     pub(super) fn new(bridge: Bridge, node: String) -> Link {
         Link {
             bridge,
             node,
             next_seq: 1,
             up: false,
+            claims: Claims::default(),
+            recall: Recall::default(),
+            resync_owed: false,
             pending: VecDeque::new(),
             listeners: Listeners::default(),
             refused: LogLimiter::new(REFUSED_LOG_EVERY),
@@ -94,25 +140,32 @@ impl DispatcherState {
             return false;
         };
         if !link.up {
-            self.apply(table, Some(id), &line);
+            self.apply(table, Some(id), &line, Via::Local);
             return true;
         }
         let seq = link.next_seq;
         link.next_seq += 1;
         let payload = wire::encode(&link.node, seq, &line);
+        let history = history_op(&line, self.config.history);
         link.pending.push_back(Pending { seq, id, line });
-        if link.bridge.publish(Outgoing { seq, payload }).is_err() {
+        let outgoing = Outgoing {
+            seq,
+            payload,
+            history,
+        };
+        if link.bridge.publish(outgoing).is_err() {
             // The publisher is far behind (or gone): deliver here rather than wait.
-            self.settle_through(table, seq);
+            self.settle_through(table, seq, false);
         } else if link.pending.len() > MAX_WAITING {
             let oldest = link.pending.front().map_or(seq, |p| p.seq);
-            self.settle_through(table, oldest);
+            self.settle_through(table, oldest, false);
         }
         true
     }
 
     /// What the cluster threads report.
     pub(super) fn on_cluster(&mut self, table: &mut UserTable, event: ClusterEvent) {
+        self.pay_resync(table);
         let Some(link) = self.cluster.as_mut() else {
             return;
         };
@@ -125,9 +178,14 @@ impl DispatcherState {
                 link.up = false;
                 self.stats.cluster_linked.store(false, Ordering::Relaxed);
                 // Whatever was on its way will not come back to us.
-                self.settle_through(table, u64::MAX);
+                self.settle_through(table, u64::MAX, false);
+                self.recall_locally(table, None);
             }
-            ClusterEvent::Unpublished(seq) => self.settle_through(table, seq),
+            ClusterEvent::Unpublished(seq) => {
+                self.settle_through(table, seq, false);
+                self.recall_locally(table, Some(seq));
+            }
+            ClusterEvent::Recalled { seq, entries } => self.recalled(seq, &entries),
             ClusterEvent::Heard(record) if record.node == link.node => {
                 if record.seq >= link.next_seq {
                     if let Some(held_back) = link.refused.allow() {
@@ -139,9 +197,19 @@ impl DispatcherState {
                     }
                 }
                 // Our own line: apply what we kept, never what the wire says.
-                self.settle_through(table, record.seq);
+                self.settle_through(table, record.seq, true);
             }
             ClusterEvent::Heard(record) => self.heard_from_another_node(table, &record),
+            ClusterEvent::Direct(signed) => self.on_direct(table, &signed),
+            ClusterEvent::Whispered {
+                id,
+                to,
+                matched,
+                text,
+            } => self.whispered(table, id, &to, matched, &text),
+            register @ (ClusterEvent::Claimed { .. }
+            | ClusterEvent::ResyncWanted
+            | ClusterEvent::Roster { .. }) => self.on_register(table, register),
         }
     }
 
@@ -165,11 +233,12 @@ impl DispatcherState {
             }
             return;
         }
-        self.apply(table, None, &record.line);
+        self.apply(table, None, &record.line, Via::Local);
     }
 
-    /// Applies our waiting lines up to number `seq`, oldest first.
-    fn settle_through(&mut self, table: &mut UserTable, seq: u64) {
+    /// Applies our waiting lines up to number `seq`, oldest first. `heard`: line `seq`
+    /// itself came back from the broker (the earlier ones were lost on the way).
+    fn settle_through(&mut self, table: &mut UserTable, seq: u64, heard: bool) {
         loop {
             let Some(link) = self.cluster.as_mut() else {
                 return;
@@ -177,10 +246,21 @@ impl DispatcherState {
             if link.pending.front().map_or(true, |next| next.seq > seq) {
                 return;
             }
-            let Some(Pending { id, line, .. }) = link.pending.pop_front() else {
+            let Some(Pending {
+                id,
+                line,
+                seq: number,
+            }) = link.pending.pop_front()
+            else {
                 return;
             };
-            self.apply(table, Some(id), &line);
+            let via = if heard && number == seq {
+                Via::Broker(number)
+            } else {
+                link.recall.drop_early(number);
+                Via::Local
+            };
+            self.apply(table, Some(id), &line, via);
         }
     }
 
@@ -189,43 +269,50 @@ impl DispatcherState {
     ///
     /// `--announce-max` is applied to this node's listeners: a room's size across the
     /// cluster is not known yet (a later step).
-    fn apply(&mut self, table: &mut UserTable, local: Option<ClientId>, line: &RoomLine) {
+    fn apply(&mut self, table: &mut UserTable, local: Option<ClientId>, line: &RoomLine, via: Via) {
         let Some(link) = self.cluster.as_mut() else {
             return;
         };
         let room = line.room();
         match (line, local) {
             (RoomLine::Join { .. }, Some(id)) => link.listeners.enter(id, room),
-            (RoomLine::Leave { .. }, Some(id)) => link.listeners.leave(id),
+            (RoomLine::Leave { .. }, Some(id)) => {
+                link.listeners.leave(id);
+                link.recall.forget(id);
+            }
             _ => {}
         }
-        let listeners = link.listeners.of(room);
+        let Link {
+            listeners, recall, ..
+        } = link;
+        let listeners = listeners.of(room);
         let reply = line.reply();
         let text = reply.to_line();
         let few_enough = listeners.len() <= self.config.announce_max;
+        let out = &mut self.out;
         match line {
             RoomLine::Msg { .. } | RoomLine::Me { .. } => {
                 // Counted where it is said, and where someone hears it.
                 if local.is_some() || !listeners.is_empty() {
                     Stats::add(&self.stats.messages, 1);
                 }
-                self.out.send_all(listeners, text.as_bytes());
+                recall.deliver(out, listeners, text.as_bytes());
                 table.record(room, reply.to_string(), self.config.history);
             }
             RoomLine::Join { .. } | RoomLine::Nick { .. } => match local {
-                _ if few_enough => self.out.send_all(listeners, text.as_bytes()),
+                _ if few_enough => recall.deliver(out, listeners, text.as_bytes()),
                 // The one concerned always learns their own join or rename.
-                Some(id) => self.out.send(id, text.as_bytes()),
+                Some(id) => recall.deliver(out, &[id], text.as_bytes()),
                 None => {}
             },
             RoomLine::Leave { .. } => {
                 if few_enough {
-                    self.out.send_all(listeners, text.as_bytes());
+                    recall.deliver(out, listeners, text.as_bytes());
                 }
             }
         }
         if let (RoomLine::Join { .. }, Some(id)) = (line, local) {
-            self.replay_history(table, id, room);
+            self.replay_on_join(table, id, room, via);
         }
     }
 }

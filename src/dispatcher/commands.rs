@@ -1,7 +1,7 @@
 //! What each client command means: one function per command, each turning a
 //! [`Command`] into changes to the user table and lines for its recipients.
 
-use super::{DispatcherState, LIST_MAX};
+use super::{DispatcherState, ListKind, LIST_MAX};
 use crate::command::{Command, HELP_LINES};
 use crate::event::{ChatEvent, ClientId, CloseReason};
 use crate::reply::{ErrorCode, Reply};
@@ -22,52 +22,19 @@ impl DispatcherState {
             Command::Nick(new) => self.change_nick(table, id, &user, new),
             Command::Join(room) => self.join(table, id, &user, &room),
             Command::Rooms => {
-                let rooms: Vec<(String, usize)> = table
-                    .rooms()
-                    .map(|(name, members)| (name.to_string(), members))
-                    .collect();
-                for (room, members) in rooms.iter().take(LIST_MAX) {
-                    self.reply(
-                        id,
-                        Reply::Room {
-                            room,
-                            members: *members,
-                        },
-                    );
+                if !self.cluster_answers_list(id, &user, ListKind::Rooms) {
+                    self.list_rooms(table, id);
                 }
-                self.end_list(id, "rooms", rooms.len());
             }
             Command::Who => {
-                let members = table.members(&user.room);
-                for member in members.iter().take(LIST_MAX) {
-                    if let Some(other) = table.user(*member) {
-                        let who = Reply::Who {
-                            room: &user.room,
-                            nick: &other.nick,
-                        };
-                        self.out.send(id, who.to_line().as_bytes());
-                    }
+                if !self.cluster_answers_list(id, &user, ListKind::Who) {
+                    self.list_who(table, id, &user.room);
                 }
-                self.end_list(id, "who", members.len());
             }
             Command::Users => {
-                let mut users: Vec<&User> = table.users().collect();
-                let total = users.len();
-                // Only the first LIST_MAX are shown: select them in O(n), then sort just
-                // those, instead of sorting 16,000 users to show 200.
-                if total > LIST_MAX {
-                    users.select_nth_unstable_by(LIST_MAX, |a, b| a.nick.cmp(&b.nick));
-                    users.truncate(LIST_MAX);
+                if !self.cluster_answers_list(id, &user, ListKind::Users) {
+                    self.list_users(table, id);
                 }
-                users.sort_by(|a, b| a.nick.cmp(&b.nick));
-                for other in &users {
-                    let line = Reply::User {
-                        nick: &other.nick,
-                        room: &other.room,
-                    };
-                    self.out.send(id, line.to_line().as_bytes());
-                }
-                self.end_list(id, "users", total);
             }
             Command::Whisper { to, text } => self.whisper(table, id, &user, &to, &text),
             Command::Ping(token) => self.reply(id, Reply::Pong { token: &token }),
@@ -79,6 +46,60 @@ impl DispatcherState {
             }
             Command::Quit(reason) => self.begin_close(table, id, CloseReason::Quit(reason)),
         }
+    }
+
+    /// `/rooms`: this node's rooms and their sizes.
+    pub(super) fn list_rooms(&mut self, table: &UserTable, id: ClientId) {
+        let rooms: Vec<(String, usize)> = table
+            .rooms()
+            .map(|(name, members)| (name.to_string(), members))
+            .collect();
+        for (room, members) in rooms.iter().take(LIST_MAX) {
+            self.reply(
+                id,
+                Reply::Room {
+                    room,
+                    members: *members,
+                },
+            );
+        }
+        self.end_list(id, "rooms", rooms.len());
+    }
+
+    /// `/who`: the members of `room` on this node.
+    pub(super) fn list_who(&mut self, table: &UserTable, id: ClientId, room: &str) {
+        let members = table.members(room);
+        for member in members.iter().take(LIST_MAX) {
+            if let Some(other) = table.user(*member) {
+                let who = Reply::Who {
+                    room,
+                    nick: &other.nick,
+                };
+                self.out.send(id, who.to_line().as_bytes());
+            }
+        }
+        self.end_list(id, "who", members.len());
+    }
+
+    /// `/users`: this node's users, by nick.
+    pub(super) fn list_users(&mut self, table: &UserTable, id: ClientId) {
+        let mut users: Vec<&User> = table.users().collect();
+        let total = users.len();
+        // Only the first LIST_MAX are shown: select them in O(n), then sort just
+        // those, instead of sorting 16,000 users to show 200.
+        if total > LIST_MAX {
+            users.select_nth_unstable_by(LIST_MAX, |a, b| a.nick.cmp(&b.nick));
+            users.truncate(LIST_MAX);
+        }
+        users.sort_by(|a, b| a.nick.cmp(&b.nick));
+        for other in &users {
+            let line = Reply::User {
+                nick: &other.nick,
+                room: &other.room,
+            };
+            self.out.send(id, line.to_line().as_bytes());
+        }
+        self.end_list(id, "users", total);
     }
 
     /// A message (`action`: a `/me`) to the sender's room, relayed and shown to observers.
@@ -142,15 +163,25 @@ impl DispatcherState {
             return self.error(id, code, problem.message());
         }
         match table.nick_owner(&new) {
-            Some(owner) if owner != id => {
-                let text = format!("{new} is taken (or looks too much like a nick that is)");
-                return self.error(id, ErrorCode::NickTaken, &text);
-            }
+            Some(owner) if owner != id => return self.nick_taken(id, &new),
             Some(_) if user.nick == new => {
                 return self.error(id, ErrorCode::NickTaken, "that is already your nick");
             }
+            _ if self.nick_being_claimed(id, &new) => return self.nick_taken(id, &new),
             _ => {}
         }
+        if !self.cluster_decides_nick(id, user, &new) {
+            self.rename(table, id, user, new);
+        }
+    }
+
+    pub(super) fn nick_taken(&mut self, id: ClientId, nick: &str) {
+        let text = format!("{nick} is taken (or looks too much like a nick that is)");
+        self.error(id, ErrorCode::NickTaken, &text);
+    }
+
+    /// Gives `user` the nick `new` (free, as checked) and tells their room.
+    pub(super) fn rename(&mut self, table: &mut UserTable, id: ClientId, user: &User, new: String) {
         table.rename(id, new.clone());
         // Like the alias at connect (`conn-42 is QuietOtter`): debug only, since a nick
         // tied to a connection is personal data that `info` never writes.
@@ -195,6 +226,7 @@ impl DispatcherState {
             return self.error(id, ErrorCode::AlreadyThere, &text);
         }
         table.move_to(id, &room);
+        self.register_move(&user.nick, &room);
         self.left_room(table, id, user, "joined another room");
         self.enter_room(table, id, &user.nick, &room);
     }
@@ -208,6 +240,9 @@ impl DispatcherState {
         text: &str,
     ) {
         let Some(target) = table.nick_owner(to) else {
+            if self.cluster_whisper(id, user, to, text) {
+                return; // the answer comes from the register
+            }
             let text = format!("nobody is called {to}");
             return self.error(id, ErrorCode::NoSuchUser, &text);
         };

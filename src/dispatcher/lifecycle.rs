@@ -39,6 +39,7 @@ impl DispatcherState {
         log::info!("{id} connected");
         log::debug!("{id} is {nick}");
         table.add(id, nick.clone(), LOBBY);
+        self.register_user(id, &nick, LOBBY);
         self.reply(
             id,
             Reply::Hello {
@@ -49,13 +50,17 @@ impl DispatcherState {
         self.enter_room(table, id, &nick, LOBBY);
     }
 
-    /// A random alias nobody has (by look). After 64 tries (a nearly full name space)
+    /// A random alias nobody has (by look): in cluster mode, one reserved across the
+    /// cluster if there is one ready. After 64 tries (a nearly full name space)
     /// it falls back to `anon<id>`: `anon` + digits is reserved, so nobody else can hold
     /// it, and ids are unique.
     pub(super) fn fresh_alias(&mut self, table: &UserTable, id: ClientId) -> String {
+        if let Some(alias) = self.reserved_alias(table, id) {
+            return alias;
+        }
         for attempt in 0..64 {
             let candidate = self.aliases.candidate(attempt);
-            if table.nick_owner(&candidate).is_none() {
+            if table.nick_owner(&candidate).is_none() && !self.nick_being_claimed(id, &candidate) {
                 return candidate;
             }
         }
@@ -171,9 +176,11 @@ impl DispatcherState {
         if let Some(user) = table.remove(id) {
             if reason == CloseReason::ServerShutdown {
                 // Everyone leaves at once: nobody needs LEAVE lines, but observers
-                // still hear who left.
+                // still hear who left. (In cluster mode, the register thread tells the
+                // other nodes' rooms when it takes this node out of the register.)
                 self.notify_left(&user, &text);
             } else {
+                self.register_release(&user.nick);
                 self.left_room(table, id, &user, &text);
             }
         }
@@ -209,6 +216,7 @@ impl DispatcherState {
                 Stats::add(&self.stats.too_slow, 1);
             }
             if let Some(user) = table.remove(id) {
+                self.register_release(&user.nick);
                 self.left_room(table, id, &user, &reason.to_string());
             }
             log::info!("{id} gone: {}", reason.label());

@@ -23,7 +23,11 @@
 //! | `commands.rs` | what each client command does |
 //! | `operator.rs` | what the operator and host programs may do; observers |
 //! | `outputs.rs` | which client gets which bytes, and when they are written |
+//! | `no_cluster.rs` | without the feature `redis`: the cluster hooks, doing nothing |
 //! | `cluster.rs`, `listeners.rs` | cluster mode only (feature `redis`): room lines through the broker |
+//! | `register.rs` | cluster mode only: nicks claimed across the cluster, lists of every node's users |
+//! | `recall.rs` | cluster mode only: a joiner's history, from Redis, in the room's one order |
+//! | `remote.rs` | cluster mode only: whispers, notices and kicks that reach other nodes |
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -51,8 +55,16 @@ mod commands;
 mod lifecycle;
 #[cfg(feature = "redis")]
 mod listeners;
+#[cfg(not(feature = "redis"))]
+mod no_cluster;
 mod operator;
 mod outputs;
+#[cfg(feature = "redis")]
+mod recall;
+#[cfg(feature = "redis")]
+mod register;
+#[cfg(feature = "redis")]
+mod remote;
 mod shared_write;
 
 /// Longest list reply (`/users`, `/who`, `/rooms`). A list of 15,000 users would be a
@@ -123,11 +135,13 @@ impl Dispatcher {
     /// shutdown before the acceptor has said it will send no more connections.
     pub(crate) fn spawn(config: Arc<Config>, expects_acceptor: bool) -> io::Result<Dispatcher> {
         let (events, inbox) = crossbeam_channel::bounded(EVENT_QUEUE);
+        let stats = Arc::new(Stats::default());
         // Cluster mode's threads first: if Redis's URL is wrong, nothing else has started.
         #[cfg(feature = "redis")]
         let (cluster, cluster_threads) = match &config.cluster {
             Some(settings) => {
-                let (bridge, threads) = crate::cluster::Bridge::start(settings, events.clone())?;
+                let (bridge, threads) =
+                    crate::cluster::Bridge::start(settings, events.clone(), Arc::clone(&stats))?;
                 (
                     Some(cluster::Link::new(bridge, settings.node.clone())),
                     threads,
@@ -137,7 +151,6 @@ impl Dispatcher {
         };
         let (flusher_jobs, flusher_inbox) = crossbeam_channel::unbounded();
         let table = SharedTable::default();
-        let stats = Arc::new(Stats::default());
         let send_timeout = config.send_timeout;
         let flusher = thread::Builder::new()
             .name("flusher".into())
@@ -221,6 +234,14 @@ impl Dispatcher {
     }
 }
 
+/// A list command (`/rooms`, `/who`, `/users`), which cluster mode answers from every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListKind {
+    Rooms,
+    Who,
+    Users,
+}
+
 /// Everything the dispatcher thread owns.
 struct DispatcherState {
     config: Arc<Config>,
@@ -296,20 +317,6 @@ impl DispatcherState {
         while let Some(id) = self.out.overflowed.pop() {
             self.begin_close(&mut table, id, CloseReason::TooSlow);
         }
-    }
-
-    /// Without the `redis` feature there is no broker: the caller delivers every room
-    /// line itself, as always (`src/dispatcher/cluster.rs` has the cluster version).
-    #[cfg(not(feature = "redis"))]
-    #[inline(always)]
-    fn broker_takes(
-        &mut self,
-        _table: &mut UserTable,
-        _id: ClientId,
-        _room: &str,
-        _line: &crate::reply::Reply<'_>,
-    ) -> bool {
-        false
     }
 
     fn expire_closing(&mut self) {

@@ -20,7 +20,14 @@ impl DispatcherState {
                 let text = sanitize_text(&text);
                 let result = match table.nick_owner(&to) {
                     _ if text.trim().is_empty() => Err(OperatorError::EmptyText),
-                    None => Err(OperatorError::NoSuchUser(to)),
+                    // Not here: in cluster mode, the register finds the node and answers.
+                    None => match self.cluster_operator_whisper(&to, &text, done) {
+                        None => return,
+                        Some(done) => {
+                            let _ = done.send(Err(OperatorError::NoSuchUser(to)));
+                            return;
+                        }
+                    },
                     Some(target) => {
                         let nick = table.user(target).map_or("", |u| u.nick.as_str());
                         let line = Reply::Dm {
@@ -37,7 +44,16 @@ impl DispatcherState {
             }
             OperatorRequest::Kick { nick, reason, done } => {
                 let result = match table.nick_owner(&nick) {
-                    None => Err(OperatorError::NoSuchUser(nick)),
+                    None => {
+                        let reason = sanitize_text(&reason).trim().to_string();
+                        match self.cluster_operator_kick(&nick, &reason, done) {
+                            None => return,
+                            Some(done) => {
+                                let _ = done.send(Err(OperatorError::NoSuchUser(nick)));
+                                return;
+                            }
+                        }
+                    }
                     Some(target) => {
                         // Read before the close, which takes the user out of the table.
                         let matched = table.user(target).map(|u| u.nick.clone());
@@ -64,7 +80,10 @@ impl DispatcherState {
         }
         let line = Reply::Notice { text: &text }.to_line();
         let recipients: Vec<ClientId> = match room {
-            None => table.ids().collect(),
+            None => {
+                self.cluster_notice(&text);
+                table.ids().collect()
+            }
             Some(name) => {
                 let room = normalize_room(name).unwrap_or_default();
                 if !table.has_room(&room) {

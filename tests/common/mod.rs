@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use underworld_line::{Config, Server};
 
+#[cfg(feature = "redis")]
+pub mod broker;
+
 /// How long any single wait may take before the test fails: generous, because CI
 /// machines are busy; a passing test never waits this long.
 pub const PATIENCE: Duration = Duration::from_secs(10);

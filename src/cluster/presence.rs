@@ -1,0 +1,455 @@
+//! Who is online where, kept in Redis: the cluster's nick register and each node's
+//! heartbeat. Only the `cluster-reg` thread calls these (`registry.rs`); each function is
+//! one round trip (or one pipeline) on its connection.
+//!
+//! The keys:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `underworld-line:nodes` | set | the nodes that registered (alive or not yet found lost) |
+//! | `underworld-line:alive:<node>` | string with a TTL | the node's heartbeat: gone [`ALIVE_TTL`] after its last beat |
+//! | `underworld-line:nicks` | hash | a nick's look ([`nick_key`]) → the node whose user holds it |
+//! | `underworld-line:users:<node>` | hash | a nick's look → `<nick> <room>`, for each user of that node |
+//! | `underworld-line:reserved:<node>` | hash | a nick's look → the alias the node reserved for its next users |
+//! | `underworld-line:reaping:<node>` | string with a TTL | one node at a time cleans up after a lost one |
+//! | `underworld-line:lost:<node>` | string with a TTL | the node was declared lost: if it comes back, it announces its users again |
+//!
+//! Claims, releases and clean-ups are Lua scripts (`EVAL`): Redis runs each one whole,
+//! with nothing in between, so two nodes claiming one nick at once cannot both win, and a
+//! nick is freed only by the node that holds it.
+
+use std::time::Duration;
+
+use redis::{Connection, RedisResult};
+
+use crate::text::nick_key;
+
+/// How long a node counts as alive after its last heartbeat. Its users are declared
+/// gone at most this long (plus one [`super::registry`] tick) after it dies.
+pub const ALIVE_TTL: Duration = Duration::from_secs(5);
+
+/// How long the node that cleans up after a lost one may take before another may try.
+const REAPING_TTL: Duration = Duration::from_secs(10);
+
+/// Every registered node.
+const NODES: &str = "underworld-line:nodes";
+/// The nick register: look → node.
+const NICKS: &str = "underworld-line:nicks";
+
+fn alive_key(node: &str) -> String {
+    format!("underworld-line:alive:{node}")
+}
+
+fn users_key(node: &str) -> String {
+    format!("underworld-line:users:{node}")
+}
+
+fn reserved_key(node: &str) -> String {
+    format!("underworld-line:reserved:{node}")
+}
+
+fn reaping_key(node: &str) -> String {
+    format!("underworld-line:reaping:{node}")
+}
+
+fn lost_key(node: &str) -> String {
+    format!("underworld-line:lost:{node}")
+}
+
+/// How long the note "this node was declared lost" waits for the node to come back.
+const LOST_NOTE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A user of a node as the register keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The nick, as spelled.
+    pub nick: String,
+    /// Their room.
+    pub room: String,
+}
+
+/// Claims `nick` for a user of `node` in `room`: wins unless a user of another node
+/// holds it or a lookalike (an alias the node reserved is its own). KEYS: nicks,
+/// users:node, reserved:node. ARGV: node, key, nick, room.
+const CLAIM: &str = r"
+local owner = redis.call('HGET', KEYS[1], ARGV[2])
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. ' ' .. ARGV[4])
+redis.call('HDEL', KEYS[3], ARGV[2])
+return 1
+";
+
+/// Reserves a nick nobody holds (not even this node's users) for a future user of
+/// `node`: an alias it can give at once. KEYS: nicks, reserved:node. ARGV: node, key,
+/// nick.
+const RESERVE: &str = r"
+if redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+";
+
+/// Frees a nick, if this node holds it. KEYS: nicks, users:node. ARGV: node, key.
+const RELEASE: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then
+  redis.call('HDEL', KEYS[1], ARGV[2])
+end
+redis.call('HDEL', KEYS[2], ARGV[2])
+return 1
+";
+
+/// A user of this node is now in another room (only if this node holds their nick).
+/// KEYS: nicks, users:node. ARGV: node, key, nick, room.
+const MOVE: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3] .. ' ' .. ARGV[4])
+end
+return 1
+";
+
+/// Forgets everything a node registered or reserved, freeing the nicks it held.
+/// KEYS: nicks, users:node, reserved:node. ARGV: node.
+const FORGET: &str = r"
+for k = 2, 3 do
+  local fields = redis.call('HKEYS', KEYS[k])
+  for i = 1, #fields do
+    if redis.call('HGET', KEYS[1], fields[i]) == ARGV[1] then
+      redis.call('HDEL', KEYS[1], fields[i])
+    end
+  end
+  redis.call('DEL', KEYS[k])
+end
+return 1
+";
+
+/// Forgets a node's registered users (its reserved aliases stay reserved), then claims
+/// every user it has now: returns what it had before, and the looks another node holds
+/// (those users must change nick). KEYS: nicks, users:node. ARGV: node, then key, nick,
+/// room for each user.
+const RESYNC: &str = r"
+local old = redis.call('HGETALL', KEYS[2])
+for i = 1, #old, 2 do
+  if redis.call('HGET', KEYS[1], old[i]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], old[i])
+  end
+end
+redis.call('DEL', KEYS[2])
+local lost = {}
+for i = 2, #ARGV, 3 do
+  local owner = redis.call('HGET', KEYS[1], ARGV[i])
+  if owner and owner ~= ARGV[1] then
+    table.insert(lost, ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1] .. ' ' .. ARGV[i + 2])
+  end
+end
+return {old, lost}
+";
+
+fn eval(script: &str, keys: &[&str]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(keys.len()).arg(keys);
+    cmd
+}
+
+/// Claims `nick` for a user of `node`: true if it is theirs now.
+pub fn claim(con: &mut Connection, node: &str, nick: &str, room: &str) -> RedisResult<bool> {
+    let (users, reserved) = (users_key(node), reserved_key(node));
+    eval(CLAIM, &[NICKS, &users, &reserved])
+        .arg(node)
+        .arg(nick_key(nick))
+        .arg(nick)
+        .arg(room)
+        .query::<i64>(con)
+        .map(|won| won == 1)
+}
+
+/// Reserves `nick` for a future user of `node`, if nobody holds it: true if it did.
+pub fn reserve(con: &mut Connection, node: &str, nick: &str) -> RedisResult<bool> {
+    let reserved = reserved_key(node);
+    eval(RESERVE, &[NICKS, &reserved])
+        .arg(node)
+        .arg(nick_key(nick))
+        .arg(nick)
+        .query::<i64>(con)
+        .map(|won| won == 1)
+}
+
+/// Frees `nick`, if `node` holds it.
+pub fn release(con: &mut Connection, node: &str, nick: &str) -> RedisResult<()> {
+    let users = users_key(node);
+    eval(RELEASE, &[NICKS, &users])
+        .arg(node)
+        .arg(nick_key(nick))
+        .query::<i64>(con)
+        .map(drop)
+}
+
+/// Records that the user of `node` called `nick` is now in `room`.
+pub fn moved(con: &mut Connection, node: &str, nick: &str, room: &str) -> RedisResult<()> {
+    let users = users_key(node);
+    eval(MOVE, &[NICKS, &users])
+        .arg(node)
+        .arg(nick_key(nick))
+        .arg(nick)
+        .arg(room)
+        .query::<i64>(con)
+        .map(drop)
+}
+
+/// What a resync found: the users the node had registered before, and the nicks of the
+/// users it has now that another node holds.
+#[derive(Debug, Default)]
+pub struct Resynced {
+    /// Registered before the resync (some may be gone since).
+    pub before: Vec<Entry>,
+    /// Nicks (as given) that another node holds.
+    pub lost: Vec<String>,
+}
+
+/// Replaces everything `node` registered with `users` (nick, room), in one step.
+pub fn resync(
+    con: &mut Connection,
+    node: &str,
+    users: &[(String, String)],
+) -> RedisResult<Resynced> {
+    let users_hash = users_key(node);
+    let mut cmd = eval(RESYNC, &[NICKS, &users_hash]);
+    cmd.arg(node);
+    for (nick, room) in users {
+        cmd.arg(nick_key(nick)).arg(nick).arg(room);
+    }
+    let (before, lost_keys): (Vec<Bytes>, Vec<Bytes>) = cmd.query(con)?;
+    let (before, lost_keys) = (text(before), text(lost_keys));
+    let lost = users
+        .iter()
+        .filter(|(nick, _)| lost_keys.contains(&nick_key(nick)))
+        .map(|(nick, _)| nick.clone())
+        .collect();
+    Ok(Resynced {
+        before: entries(&before),
+        lost,
+    })
+}
+
+/// The heartbeat: `node` is alive for [`ALIVE_TTL`] more, and registered.
+pub fn beat(con: &mut Connection, node: &str) -> RedisResult<()> {
+    redis::pipe()
+        .cmd("SET")
+        .arg(alive_key(node))
+        .arg(1)
+        .arg("PX")
+        .arg(ALIVE_TTL.as_millis() as u64)
+        .ignore()
+        .cmd("SADD")
+        .arg(NODES)
+        .arg(node)
+        .ignore()
+        .query::<()>(con)
+}
+
+/// The registered nodes whose heartbeat has stopped (other than `me`).
+pub fn lost_nodes(con: &mut Connection, me: &str) -> RedisResult<Vec<String>> {
+    let others: Vec<String> = node_names(con)?.into_iter().filter(|n| n != me).collect();
+    if others.is_empty() {
+        return Ok(others);
+    }
+    let mut pipe = redis::pipe();
+    for node in &others {
+        pipe.cmd("EXISTS").arg(alive_key(node));
+    }
+    let alive: Vec<bool> = pipe.query(con)?;
+    Ok(others
+        .into_iter()
+        .zip(alive)
+        .filter_map(|(node, alive)| (!alive).then_some(node))
+        .collect())
+}
+
+/// The registered nodes whose heartbeat is alive, `me` included, with their users.
+pub fn live_nodes(con: &mut Connection) -> RedisResult<Vec<(String, Vec<Entry>)>> {
+    let nodes = node_names(con)?;
+    if nodes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for node in &nodes {
+        pipe.cmd("EXISTS").arg(alive_key(node));
+    }
+    let alive: Vec<bool> = pipe.query(con)?;
+    let live: Vec<String> = nodes
+        .into_iter()
+        .zip(alive)
+        .filter_map(|(node, alive)| alive.then_some(node))
+        .collect();
+    let mut pipe = redis::pipe();
+    for node in &live {
+        pipe.cmd("HGETALL").arg(users_key(node));
+    }
+    let users: Vec<Vec<Bytes>> = pipe.query(con)?;
+    Ok(live
+        .into_iter()
+        .zip(users)
+        .map(|(node, users)| (node, entries(&text(users))))
+        .collect())
+}
+
+/// Every live node (heartbeat alive) and how many users it registered, by name.
+pub fn census(con: &mut Connection) -> RedisResult<Vec<(String, usize)>> {
+    let mut nodes = node_names(con)?;
+    if nodes.is_empty() {
+        return Ok(Vec::new());
+    }
+    nodes.sort();
+    let mut pipe = redis::pipe();
+    for node in &nodes {
+        pipe.cmd("EXISTS").arg(alive_key(node));
+        pipe.cmd("HLEN").arg(users_key(node));
+    }
+    let answers: Vec<usize> = pipe.query(con)?;
+    Ok(nodes
+        .into_iter()
+        .zip(answers.chunks(2))
+        .filter_map(|(node, pair)| match pair {
+            [1, users] => Some((node, *users)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Which node holds `nick` (or a lookalike), and that user as registered; `None` if
+/// nobody does, or only `me` (whose users the dispatcher knows itself).
+pub fn locate(con: &mut Connection, me: &str, nick: &str) -> RedisResult<Option<(String, Entry)>> {
+    let key = nick_key(nick);
+    let owner: Option<Bytes> = redis::cmd("HGET").arg(NICKS).arg(&key).query(con)?;
+    let owner = owner.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+    let Some(node) = owner.filter(|node| node != me) else {
+        return Ok(None);
+    };
+    let value: Option<Bytes> = redis::cmd("HGET")
+        .arg(users_key(&node))
+        .arg(&key)
+        .query(con)?;
+    let value = value.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+    let entry = value.and_then(|value| entries(&[key, value]).pop());
+    Ok(entry.map(|entry| (node, entry)))
+}
+
+/// Takes the right to clean up after `node`: true for the one node that gets it.
+pub fn start_reaping(con: &mut Connection, node: &str, me: &str) -> RedisResult<bool> {
+    let taken: Option<String> = redis::cmd("SET")
+        .arg(reaping_key(node))
+        .arg(me)
+        .arg("NX")
+        .arg("PX")
+        .arg(REAPING_TTL.as_millis() as u64)
+        .query(con)?;
+    Ok(taken.is_some())
+}
+
+/// The users `node` registered.
+pub fn users_of(con: &mut Connection, node: &str) -> RedisResult<Vec<Entry>> {
+    let users: Vec<Bytes> = redis::cmd("HGETALL").arg(users_key(node)).query(con)?;
+    Ok(entries(&text(users)))
+}
+
+/// Notes that `node` was declared lost (its users' `LEAVE` lines went out).
+pub fn mark_lost(con: &mut Connection, node: &str) -> RedisResult<()> {
+    redis::cmd("SET")
+        .arg(lost_key(node))
+        .arg(1)
+        .arg("PX")
+        .arg(LOST_NOTE_TTL.as_millis() as u64)
+        .query::<()>(con)
+}
+
+/// Whether `node` was declared lost since it last asked (the note is taken away).
+pub fn take_lost_note(con: &mut Connection, node: &str) -> RedisResult<bool> {
+    redis::cmd("DEL")
+        .arg(lost_key(node))
+        .query::<i64>(con)
+        .map(|deleted| deleted == 1)
+}
+
+/// Forgets `node` altogether: its nicks are free, it is no longer registered.
+pub fn forget(con: &mut Connection, node: &str) -> RedisResult<()> {
+    let (users, reserved) = (users_key(node), reserved_key(node));
+    eval(FORGET, &[NICKS, &users, &reserved])
+        .arg(node)
+        .query::<i64>(con)?;
+    redis::pipe()
+        .cmd("SREM")
+        .arg(NODES)
+        .arg(node)
+        .ignore()
+        .cmd("DEL")
+        .arg(alive_key(node))
+        .ignore()
+        .query::<()>(con)
+}
+
+/// What Redis hands back, before it is checked: anyone with access to Redis can write
+/// any bytes there, so nothing is read as `String` directly (one bad value would make
+/// the whole answer fail to convert, and the register unreadable).
+type Bytes = Vec<u8>;
+
+/// Bytes as text, invalid UTF-8 replaced (what is then checked drops it).
+fn text(values: Vec<Bytes>) -> Vec<String> {
+    values
+        .into_iter()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .collect()
+}
+
+/// The registered nodes whose names are valid (anything else in the set is ignored).
+fn node_names(con: &mut Connection) -> RedisResult<Vec<String>> {
+    let names: Vec<Bytes> = redis::cmd("SMEMBERS").arg(NODES).query(con)?;
+    Ok(text(names)
+        .into_iter()
+        .filter(|name| super::wire::validate_node_name(name).is_ok())
+        .collect())
+}
+
+/// `field, "nick room", field, …` → entries. The register is only ever written by these
+/// scripts, but anyone with access to Redis can write there too: a value whose nick or
+/// room breaks the rules of the wire format is skipped, never shown to a user.
+fn entries(flat: &[String]) -> Vec<Entry> {
+    flat.chunks(2)
+        .filter_map(|pair| {
+            let (nick, room) = pair.get(1)?.split_once(' ')?;
+            if !super::wire::is_valid_nick(nick) || !super::wire::is_valid_room(room) {
+                return None;
+            }
+            Some(Entry {
+                nick: nick.to_string(),
+                room: room.to_string(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_skip_what_has_another_shape() {
+        let flat = [
+            "bob".to_string(),
+            "Bob lobby".to_string(),
+            "x".into(),
+            "bad".into(),
+            "y".into(),
+            "se\x1brver lobby".into(),
+        ];
+        assert_eq!(
+            entries(&flat),
+            [Entry {
+                nick: "Bob".into(),
+                room: "lobby".into()
+            }]
+        );
+        assert!(entries(&["odd".to_string()]).is_empty());
+    }
+}

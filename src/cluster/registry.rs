@@ -1,0 +1,496 @@
+//! The `cluster-reg` thread: this node's side of the cluster's register (`presence.rs`).
+//!
+//! It does these jobs, one at a time, on one Redis connection:
+//!
+//! - **requests** from the dispatcher, in the order it sent them: claim a nick (the
+//!   answer comes back as [`ClusterEvent::Claimed`]), free one, move a user, re-register
+//!   everyone; find the node of a nick for a whisper or a kick and send it there; read
+//!   every node's users for `/users`, `/who`, `/rooms`;
+//! - **the heartbeat**, every [`BEAT`]: this node is alive for [`presence::ALIVE_TTL`];
+//! - **aliases reserved ahead**, [`ALIAS_POOL`] of them, so that a new user's alias is
+//!   theirs across the cluster from their first line;
+//! - **finding lost nodes**, at each beat: a registered node whose heartbeat has stopped
+//!   (killed, or cut off from Redis) is cleaned up by one node: its users' `LEAVE
+//!   <room> <nick> node lost` lines are published for every node's rooms, then its nicks
+//!   are freed.
+//!
+//! While Redis is unreachable, claims are answered "unknown" at once (the dispatcher
+//! then follows the local rules alone), and the rest waits for the resync: each time
+//! the thread connects, it asks the dispatcher for every local user
+//! ([`ClusterEvent::ResyncWanted`]) and registers them all again.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use redis::{Connection, RedisResult};
+
+use super::direct::{self, Direct};
+use super::presence::{self, Entry};
+use super::retry::Backoff;
+use super::wire::{self, RoomLine};
+use super::{tell_dispatcher, ClusterEvent, CHANNEL};
+use crate::alias::{AliasGenerator, PLAIN_ATTEMPTS};
+use crate::event::{ClientId, Event, OperatorError};
+use crate::stats::Stats;
+
+/// How often the node beats and looks for lost nodes.
+pub const BEAT: Duration = Duration::from_secs(1);
+
+/// How long connecting, or one command, may take.
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The reason other nodes' rooms see when a node is lost.
+pub const NODE_LOST: &str = "node lost";
+
+/// The reason other nodes' rooms see when a node stops cleanly (its users get `BYE`
+/// with the same reason).
+const SHUTTING_DOWN: &str = "server shutting down";
+
+/// What the dispatcher asks of the register.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// Claim `nick` for local user `id`, who is (or will be) in `room`.
+    Claim {
+        /// The user.
+        id: ClientId,
+        /// The nick wanted.
+        nick: String,
+        /// Their room.
+        room: String,
+    },
+    /// A local user no longer holds `nick`.
+    Release {
+        /// The nick given up.
+        nick: String,
+    },
+    /// The local user called `nick` is now in `room`.
+    Moved {
+        /// Who.
+        nick: String,
+        /// Where.
+        room: String,
+    },
+    /// Every local user: register them all again.
+    Resync(Vec<(ClientId, String, String)>),
+    /// Publish this message (a direct one: it is in no room's order).
+    Publish(String),
+    /// A whisper to `to`, on whichever node holds that nick.
+    Whisper {
+        /// The whisperer's nick, or `server`.
+        from: String,
+        /// The nick asked for.
+        to: String,
+        /// What.
+        text: String,
+        /// Who waits for the answer.
+        answer: Answer,
+    },
+    /// The operator kicks `nick`, on whichever node holds it.
+    Kick {
+        /// Who.
+        nick: String,
+        /// Why (may be empty).
+        reason: String,
+        /// Where the answer goes: the nick that matched.
+        done: Sender<Result<String, OperatorError>>,
+    },
+    /// Who is online on every live node, for a list command of local user `id`.
+    Roster {
+        /// Who asked.
+        id: ClientId,
+        /// What they asked for (`/users`, `/who`, `/rooms`), handed back with the answer.
+        list: super::List,
+    },
+}
+
+/// Who waits for the answer to a whisper.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// A local user: the answer comes as [`ClusterEvent::Whispered`].
+    User(ClientId),
+    /// The operator console or a host program, waiting on its own thread.
+    Operator(Sender<Result<String, OperatorError>>),
+}
+
+/// Aliases reserved ahead for new users: a new user gets one at once, and it is
+/// already theirs across the cluster.
+pub const ALIAS_POOL: usize = 32;
+
+struct Registry<'a> {
+    client: &'a redis::Client,
+    node: &'a str,
+    /// Where reserved aliases go; the dispatcher takes them without waiting.
+    pool: &'a Sender<String>,
+    aliases: AliasGenerator,
+    events: &'a Sender<Event>,
+    stop: &'a AtomicBool,
+    stats: &'a Stats,
+    connection: Option<Connection>,
+    backoff: Backoff,
+    /// A failure is logged once, then not again until the thread has connected.
+    failing: bool,
+}
+
+pub(super) fn run(
+    client: &redis::Client,
+    node: &str,
+    requests: Receiver<Request>,
+    pool: &Sender<String>,
+    events: &Sender<Event>,
+    stop: &AtomicBool,
+    stats: &Stats,
+) {
+    let mut registry = Registry {
+        client,
+        node,
+        pool,
+        aliases: AliasGenerator::new(),
+        events,
+        stop,
+        stats,
+        connection: None,
+        backoff: Backoff::new(),
+        failing: false,
+    };
+    let mut next_beat = Instant::now();
+    loop {
+        match requests.recv_deadline(next_beat) {
+            Ok(request) => registry.handle(request),
+            Err(RecvTimeoutError::Timeout) => {}
+            // The dispatcher has stopped: this node leaves the cluster.
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        if Instant::now() >= next_beat {
+            registry.beat();
+            next_beat = Instant::now() + BEAT;
+        }
+        registry.refill_pool();
+    }
+    registry.leave_cluster();
+    log::debug!("cluster-reg stopped");
+}
+
+impl Registry<'_> {
+    /// The connection, made now if there is none and the back-off allows. A fresh
+    /// connection beats at once and asks the dispatcher for a resync.
+    fn connection(&mut self) -> Option<&mut Connection> {
+        if self.connection.is_none() && self.backoff.ready() {
+            match self.connect() {
+                Ok(connection) => {
+                    self.backoff.succeeded();
+                    if self.failing {
+                        log::info!("cluster-reg: the register is reachable again");
+                        self.failing = false;
+                    }
+                    self.connection = Some(connection);
+                    tell_dispatcher(self.events, self.stop, ClusterEvent::ResyncWanted);
+                }
+                Err(e) => self.failed(&e),
+            }
+        }
+        self.connection.as_mut()
+    }
+
+    fn connect(&self) -> RedisResult<Connection> {
+        let mut connection = self.client.get_connection_with_timeout(TIMEOUT)?;
+        connection.set_write_timeout(Some(TIMEOUT))?;
+        connection.set_read_timeout(Some(TIMEOUT))?;
+        presence::beat(&mut connection, self.node)?;
+        Ok(connection)
+    }
+
+    /// A command failed: drop the connection (the next request or beat reconnects, with
+    /// back-off, and the dispatcher resyncs then).
+    fn failed(&mut self, e: &redis::RedisError) {
+        if !self.failing {
+            // The subscriber logs the outage itself; this is the register's detail.
+            log::debug!("cluster-reg: {e}");
+            self.failing = true;
+        }
+        self.connection = None;
+        self.backoff.failed();
+    }
+
+    /// Runs `op` on the connection; `None` if there is none or it failed.
+    fn with<T>(&mut self, op: impl FnOnce(&mut Connection, &str) -> RedisResult<T>) -> Option<T> {
+        let node = self.node;
+        let result = op(self.connection()?, node);
+        match result {
+            Ok(value) => Some(value),
+            Err(e) => {
+                self.failed(&e);
+                None
+            }
+        }
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Claim { id, nick, room } => {
+                let won = self.with(|con, node| presence::claim(con, node, &nick, &room));
+                let event = ClusterEvent::Claimed { id, nick, won };
+                tell_dispatcher(self.events, self.stop, event);
+            }
+            Request::Release { nick } => {
+                self.with(|con, node| presence::release(con, node, &nick));
+            }
+            Request::Moved { nick, room } => {
+                self.with(|con, node| presence::moved(con, node, &nick, &room));
+            }
+            Request::Resync(users) => self.resync(&users),
+            Request::Publish(payload) => {
+                self.with(|con, _| publish(con, &payload));
+            }
+            Request::Whisper {
+                from,
+                to,
+                text,
+                answer,
+            } => self.whisper(from, to, text, answer),
+            Request::Kick { nick, reason, done } => {
+                let found = self
+                    .with(|con, me| presence::locate(con, me, &nick))
+                    .flatten();
+                let result = match found {
+                    Some((node, entry)) => {
+                        let kick = Direct::Kick {
+                            node,
+                            nick: entry.nick.clone(),
+                            reason,
+                        };
+                        let me = self.node;
+                        self.with(|con, _| publish(con, &direct::encode(me, &kick)))
+                            .map(|()| entry.nick)
+                            .ok_or(OperatorError::NoSuchUser(nick))
+                    }
+                    None => Err(OperatorError::NoSuchUser(nick)),
+                };
+                let _ = done.send(result);
+            }
+            Request::Roster { id, list } => {
+                let nodes = self.with(|con, _| presence::live_nodes(con));
+                let event = ClusterEvent::Roster { id, list, nodes };
+                tell_dispatcher(self.events, self.stop, event);
+            }
+        }
+    }
+
+    /// Finds the node that holds `to` and sends it the whisper; tells `answer` the nick
+    /// that matched, or that nobody has it.
+    fn whisper(&mut self, from: String, to: String, text: String, answer: Answer) {
+        let found = self
+            .with(|con, me| presence::locate(con, me, &to))
+            .flatten();
+        let me = self.node;
+        let matched = found.and_then(|(node, entry)| {
+            let dm = Direct::Dm {
+                node,
+                from,
+                to: entry.nick.clone(),
+                text: text.clone(),
+            };
+            self.with(|con, _| publish(con, &direct::encode(me, &dm)))
+                .map(|()| entry.nick)
+        });
+        match answer {
+            Answer::User(id) => {
+                let event = ClusterEvent::Whispered {
+                    id,
+                    to,
+                    matched,
+                    text,
+                };
+                tell_dispatcher(self.events, self.stop, event);
+            }
+            Answer::Operator(done) => {
+                let _ = done.send(matched.ok_or(OperatorError::NoSuchUser(to)));
+            }
+        }
+    }
+
+    /// Registers every local user again; users registered before who are not among them
+    /// left while the register could not be told: the cluster's rooms see them leave.
+    fn resync(&mut self, users: &[(ClientId, String, String)]) {
+        let pairs: Vec<(String, String)> = users
+            .iter()
+            .map(|(_, nick, room)| (nick.clone(), room.clone()))
+            .collect();
+        let Some(found) = self.with(|con, node| presence::resync(con, node, &pairs)) else {
+            return;
+        };
+        let gone: Vec<Entry> = found
+            .before
+            .into_iter()
+            .filter(|entry| !pairs.iter().any(|(nick, _)| *nick == entry.nick))
+            .collect();
+        let node = self.node;
+        self.with(|con, _| publish_leaves(con, node, &gone, NODE_LOST));
+        // Declared lost while cut off: the other nodes' rooms saw our users leave; they
+        // see them come back.
+        if self.with(|con, _| presence::take_lost_note(con, node)) == Some(true) {
+            let back: Vec<Entry> = pairs
+                .iter()
+                .filter(|(nick, _)| !found.lost.contains(nick))
+                .map(|(nick, room)| Entry {
+                    nick: nick.clone(),
+                    room: room.clone(),
+                })
+                .collect();
+            self.with(|con, _| publish_joins(con, node, &back));
+        }
+        log::info!(
+            "cluster-reg: {} users registered, {} gone since the last registration, \
+             {} nicks held by another node",
+            pairs.len() - found.lost.len(),
+            gone.len(),
+            found.lost.len()
+        );
+        for nick in found.lost {
+            let Some(&(id, ..)) = users.iter().find(|(_, n, _)| *n == nick) else {
+                continue;
+            };
+            let event = ClusterEvent::Claimed {
+                id,
+                nick,
+                won: Some(false),
+            };
+            if !tell_dispatcher(self.events, self.stop, event) {
+                return;
+            }
+        }
+    }
+
+    /// Reserves aliases until the pool is full (only while connected: an outage's
+    /// new users get their aliases the other way, claimed after the fact).
+    fn refill_pool(&mut self) {
+        let mut taken_in_a_row = 0;
+        while self.connection.is_some() && !self.pool.is_full() && taken_in_a_row < 16 {
+            // Plain aliases first (`QuietOtter`); numbered ones once plain ones are taken.
+            let attempt = if taken_in_a_row < 4 {
+                0
+            } else {
+                PLAIN_ATTEMPTS
+            };
+            let alias = self.aliases.candidate(attempt);
+            match self.with(|con, node| presence::reserve(con, node, &alias)) {
+                Some(true) => {
+                    taken_in_a_row = 0;
+                    if self.pool.try_send(alias).is_err() {
+                        return; // full after all, or the dispatcher is gone
+                    }
+                }
+                Some(false) => taken_in_a_row += 1,
+                None => return,
+            }
+        }
+    }
+
+    /// The heartbeat, the count of nodes for `/stats`, then the search for lost nodes.
+    fn beat(&mut self) {
+        if self.with(presence::beat).is_none() {
+            self.stats.cluster_nodes.lock().clear();
+            return;
+        }
+        if let Some(census) = self.with(|con, _| presence::census(con)) {
+            *self.stats.cluster_nodes.lock() = census;
+        }
+        let Some(lost) = self.with(presence::lost_nodes) else {
+            return;
+        };
+        for node in lost {
+            self.reap(&node);
+        }
+    }
+
+    /// Cleans up after a lost node, if no other node is doing it: its users leave every
+    /// room (`node lost`), then its nicks are free. In that order, so that a `LEAVE`
+    /// cannot reach a node after one of its own users took the nick.
+    fn reap(&mut self, lost: &str) {
+        let me = self.node;
+        if self.with(|con, _| presence::start_reaping(con, lost, me)) != Some(true) {
+            return;
+        }
+        let Some(users) = self.with(|con, _| presence::users_of(con, lost)) else {
+            return;
+        };
+        log::info!(
+            "cluster: node {lost} stopped beating: its {} users leave",
+            users.len()
+        );
+        self.with(|con, _| publish_leaves(con, lost, &users, NODE_LOST));
+        self.with(|con, _| presence::mark_lost(con, lost));
+        self.with(|con, _| presence::forget(con, lost));
+    }
+
+    /// The node is stopping: its users leave the cluster's rooms, its nicks are free.
+    fn leave_cluster(&mut self) {
+        let Some(connection) = self.connection.as_mut() else {
+            return;
+        };
+        let node = self.node;
+        let result = presence::users_of(connection, node)
+            .and_then(|users| publish_leaves(connection, node, &users, SHUTTING_DOWN))
+            .and_then(|()| presence::forget(connection, node));
+        if let Err(e) = result {
+            log::debug!("cluster-reg: could not leave the register: {e}");
+        }
+    }
+}
+
+fn publish(con: &mut Connection, payload: &str) -> RedisResult<()> {
+    redis::cmd("PUBLISH")
+        .arg(CHANNEL)
+        .arg(payload)
+        .query::<i64>(con)
+        .map(drop)
+}
+
+/// Publishes `JOIN <room> <nick>` for each user of `node` (number 0: its own
+/// dispatcher ignores them; its users never saw them leave).
+fn publish_joins(con: &mut Connection, node: &str, users: &[Entry]) -> RedisResult<()> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for Entry { nick, room } in users {
+        let line = RoomLine::Join {
+            room: room.clone(),
+            nick: nick.clone(),
+        };
+        pipe.cmd("PUBLISH")
+            .arg(CHANNEL)
+            .arg(wire::encode(node, 0, &line))
+            .ignore();
+    }
+    pipe.query(con)
+}
+
+/// Publishes `LEAVE <room> <nick> <reason>` for each user, signed with `node` (the node
+/// they were on) and number 0: no node takes it for one of its own lines.
+fn publish_leaves(
+    con: &mut Connection,
+    node: &str,
+    users: &[Entry],
+    reason: &str,
+) -> RedisResult<()> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for Entry { nick, room } in users {
+        let line = RoomLine::Leave {
+            room: room.clone(),
+            nick: nick.clone(),
+            reason: reason.to_string(),
+        };
+        pipe.cmd("PUBLISH")
+            .arg(CHANNEL)
+            .arg(wire::encode(node, 0, &line))
+            .ignore();
+    }
+    pipe.query(con)
+}

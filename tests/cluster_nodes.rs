@@ -1,0 +1,592 @@
+//! Cluster mode, issue 9 step 2: the nodes know each other through a register in Redis.
+//! Heartbeats (a lost node's users leave), nicks unique across nodes, lists of every
+//! node's users, and re-registration after Redis comes back.
+//!
+//! Each test starts its own `redis-server` on a free port (no persistence) and stops it
+//! at the end. Only with `cargo test --features redis`; without a `redis-server` binary
+//! these tests fail with a message saying how to install it.
+
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use common::broker::{await_link, start_node, NodeProcess, Redis};
+use common::{Client, PATIENCE};
+
+/// A list's lines (`/users`, `/who`, `/rooms`), up to and with its `END` line.
+fn list(client: &mut Client, command: &str) -> Vec<String> {
+    client.send(command);
+    let mut lines = Vec::new();
+    loop {
+        let line = client.line();
+        let end = line.starts_with("END ");
+        if end
+            || ["USER ", "WHO ", "ROOM "]
+                .iter()
+                .any(|p| line.starts_with(p))
+        {
+            lines.push(line);
+        }
+        if end {
+            return lines;
+        }
+    }
+}
+
+/// Asks `/users` until the answer is `expected` (the register is updated by another
+/// thread, a moment after the chat).
+fn await_users(client: &mut Client, expected: &[&str]) {
+    let start = Instant::now();
+    loop {
+        let lines = list(client, "/users");
+        if lines == expected {
+            return;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "/users said {lines:?}, not {expected:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A node killed with SIGKILL says goodbye to nobody: the other nodes find that its
+/// heartbeat stopped, its users leave their rooms everywhere (`LEAVE <room> <nick> node
+/// lost`), their nicks are free again, and the lists no longer show them.
+#[test]
+fn a_killed_node_s_users_leave_and_their_nicks_are_free() {
+    let redis = Redis::start();
+    let mut doomed = NodeProcess::start(&redis, "doomed");
+    let survivor = start_node(&redis.url(), "survivor");
+    await_link(&survivor, true);
+
+    let mut bob = Client::named(survivor.local_addr(), "bob");
+    bob.send("/join den");
+    bob.expect("JOIN den bob");
+    let mut dave = Client::named(survivor.local_addr(), "dave");
+    let mut alice = Client::named(doomed.addr, "alice");
+    alice.send("/join den");
+    alice.expect("JOIN den alice");
+    bob.expect("JOIN den alice");
+    let carol = Client::named(doomed.addr, "carol");
+    await_users(
+        &mut bob,
+        &[
+            "USER alice den",
+            "USER bob den",
+            "USER carol lobby",
+            "USER dave lobby",
+            "END users 4",
+        ],
+    );
+
+    doomed.kill();
+    drop((alice, carol));
+    bob.expect("LEAVE den alice node lost");
+    dave.expect("LEAVE lobby carol node lost");
+    bob.send("/nick alice");
+    bob.expect("NICK bob alice");
+    await_users(
+        &mut dave,
+        &["USER alice den", "USER dave lobby", "END users 2"],
+    );
+}
+
+/// Nicks are unique across nodes by the same rules as on one node (case, lookalikes,
+/// reserved names). Two users on two nodes claiming one nick at the same moment:
+/// exactly one gets it, the other `ERR nick-taken`; when the winner leaves, the nick is
+/// free for the other.
+#[test]
+fn nicks_are_unique_across_nodes() {
+    let redis = Redis::start();
+    let (a, b) = (
+        start_node(&redis.url(), "node-a"),
+        start_node(&redis.url(), "node-b"),
+    );
+    await_link(&a, true);
+    await_link(&b, true);
+    let _alice = Client::named(a.local_addr(), "alice");
+    let mut other = Client::connect(b.local_addr());
+    for (nick, code) in [
+        ("alice", "nick-taken"),
+        ("ALICE", "nick-taken"),
+        ("a1ice", "nick-taken"),
+        ("server", "nick-reserved"),
+    ] {
+        other.send(&format!("/nick {nick}"));
+        let error = other.expect_prefix("ERR ");
+        assert!(
+            error.starts_with(&format!("ERR {code} ")),
+            "{nick}: {error}"
+        );
+    }
+
+    for round in 0..5 {
+        let mut p = Client::connect(a.local_addr());
+        let mut q = Client::connect(b.local_addr());
+        let wanted = format!("Racer{round}");
+        p.send(&format!("/nick {wanted}"));
+        q.send(&format!("/nick {}", wanted.to_lowercase()));
+        let taken = "ERR nick-taken ".to_string();
+        let p_won = p_or_q_won(&mut p, &wanted, &taken);
+        let q_won = p_or_q_won(&mut q, &wanted.to_lowercase(), &taken);
+        assert!(
+            p_won != q_won,
+            "round {round}: p won {p_won}, q won {q_won}"
+        );
+        // The winner leaves: the nick is free for the loser.
+        let (winner, mut loser, nick) = if p_won {
+            (p, q, wanted.to_lowercase())
+        } else {
+            (q, p, wanted.clone())
+        };
+        drop(winner);
+        let start = Instant::now();
+        loop {
+            loser.send(&format!("/nick {nick}"));
+            let renamed = format!("NICK {} {nick}", loser.nick);
+            if first_of_prefix(&mut loser, &renamed, &taken) {
+                break;
+            }
+            assert!(start.elapsed() < PATIENCE, "{nick} never became free");
+        }
+    }
+}
+
+/// Whether the client's `/nick nick` was answered by its `NICK` line (true) or by
+/// `ERR nick-taken` (false). Sets `client.nick` when it won.
+fn p_or_q_won(client: &mut Client, nick: &str, taken: &str) -> bool {
+    let renamed = format!("NICK {} {nick}", client.nick);
+    let won = first_of_prefix(client, &renamed, taken);
+    if won {
+        client.nick = nick.to_string();
+    }
+    won
+}
+
+/// Reads until a line is `exact` (true) or starts with `prefix` (false).
+fn first_of_prefix(client: &mut Client, exact: &str, prefix: &str) -> bool {
+    loop {
+        let line = client.line();
+        if line == exact {
+            return true;
+        }
+        if line.starts_with(prefix) {
+            return false;
+        }
+    }
+}
+
+/// `/users`, `/who` and `/rooms` list every node's users, with the usual `END` lines.
+#[test]
+fn lists_show_every_node() {
+    let redis = Redis::start();
+    let (a, b) = (
+        start_node(&redis.url(), "node-a"),
+        start_node(&redis.url(), "node-b"),
+    );
+    await_link(&a, true);
+    await_link(&b, true);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    alice.send("/join den");
+    alice.expect("JOIN den alice");
+    let mut bob = Client::named(b.local_addr(), "bob");
+    bob.send("/join den");
+    bob.expect("JOIN den bob");
+    let _carol = Client::named(b.local_addr(), "carol");
+    await_users(
+        &mut alice,
+        &[
+            "USER alice den",
+            "USER bob den",
+            "USER carol lobby",
+            "END users 3",
+        ],
+    );
+    assert_eq!(
+        list(&mut bob, "/who"),
+        ["WHO den alice", "WHO den bob", "END who 2"]
+    );
+    assert_eq!(
+        list(&mut alice, "/rooms"),
+        ["ROOM den 2", "ROOM lobby 1", "END rooms 2"]
+    );
+}
+
+/// Redis stops: each node goes on alone, and a nick can be taken on both sides. Redis
+/// comes back empty (no persistence): every node registers its users again; of two
+/// users with one nick, the first registered keeps it and the other gets a fresh alias
+/// (`NICK`); users who left during the outage are not listed. No ghost, no duplicate.
+#[test]
+fn after_an_outage_nodes_register_again_without_ghosts_or_duplicates() {
+    let mut redis = Redis::start();
+    let port_url = redis.url();
+    let (a, b) = (
+        start_node(&port_url, "node-a"),
+        start_node(&port_url, "node-b"),
+    );
+    await_link(&a, true);
+    await_link(&b, true);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let mut bob = Client::named(b.local_addr(), "bob");
+    let mut gone = Client::named(b.local_addr(), "gone");
+    await_users(
+        &mut alice,
+        &[
+            "USER alice lobby",
+            "USER bob lobby",
+            "USER gone lobby",
+            "END users 3",
+        ],
+    );
+
+    let port = port_url.rsplit(':').next().unwrap().parse().unwrap();
+    redis.stop();
+    await_link(&a, false);
+    await_link(&b, false);
+    // Alone, each node lets its user take `zed`; and `gone` leaves.
+    alice.send("/nick zed");
+    alice.expect("NICK alice zed");
+    alice.nick = "zed".into();
+    bob.send("/nick ZED");
+    bob.expect("NICK bob ZED");
+    bob.nick = "ZED".into();
+    gone.send("/quit");
+    gone.expect_bye();
+
+    let _redis = Redis::start_on(port);
+    await_link(&a, true);
+    await_link(&b, true);
+    // One of the two keeps the nick; the other is renamed.
+    let start = Instant::now();
+    let users = loop {
+        let lines = list(&mut alice, "/users");
+        let nicks: BTreeSet<String> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("USER "))
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect();
+        let zeds = nicks
+            .iter()
+            .filter(|n| n.eq_ignore_ascii_case("zed"))
+            .count();
+        if lines.last().map(String::as_str) == Some("END users 2") && zeds == 1 {
+            break nicks;
+        }
+        assert!(start.elapsed() < PATIENCE, "/users said {lines:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let (kept, renamed) = if users.contains("zed") {
+        (alice, bob)
+    } else {
+        (bob, alice)
+    };
+    let mut renamed = renamed;
+    let line = renamed.expect_prefix(&format!("NICK {} ", renamed.nick));
+    let fresh = line.rsplit(' ').next().unwrap();
+    assert!(users.contains(fresh), "{users:?} lacks {fresh}");
+    assert!(users.contains(&kept.nick), "{users:?} lacks {}", kept.nick);
+}
+
+/// `/w` reaches a user of another node (nicks compared by their look, as on one node);
+/// a nick nobody has on any node is `ERR no-such-user`. A whisper signed with a local
+/// user's nick, published by anyone on Redis, is dropped.
+#[test]
+fn whispers_reach_any_node() {
+    let redis = Redis::start();
+    let (a, b) = (
+        start_node(&redis.url(), "node-a"),
+        start_node(&redis.url(), "node-b"),
+    );
+    await_link(&a, true);
+    await_link(&b, true);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let mut bob = Client::named(b.local_addr(), "bob");
+    // The register learns of bob a moment after his NICK line.
+    await_users(
+        &mut alice,
+        &["USER alice lobby", "USER bob lobby", "END users 2"],
+    );
+    alice.send("/w BOB psst");
+    alice.expect("DM alice bob psst");
+    bob.expect("DM alice bob psst");
+    alice.send("/w nobody hello");
+    let error = alice.expect_prefix("ERR ");
+    assert!(error.starts_with("ERR no-such-user "), "{error}");
+
+    let mut raw = redis.connect().expect("a raw Redis client");
+    for forged in [
+        "UWL1 evil 0 DM node-b bob bob I am bob",
+        "UWL1 evil 0 DM node-b BOB bob I am bob too",
+        "UWL1 evil 0 DM node-b mallory bob marker",
+    ] {
+        redis::cmd("PUBLISH")
+            .arg(underworld_line::cluster::CHANNEL)
+            .arg(forged)
+            .query::<i64>(&mut raw)
+            .expect("PUBLISH");
+    }
+    // Node-b takes a DM from a nick it does not hold (anyone with Redis can send one:
+    // keep it private), but never one "from bob" or a lookalike. The marker comes last
+    // on the channel, so once bob has it, the forgeries were handled.
+    let seen = bob.expect("DM mallory bob marker");
+    assert!(
+        seen.iter().all(|l| !l.contains("I am bob")),
+        "bob got {seen:?}"
+    );
+}
+
+/// The console of one node reaches every node: a notice reaches every user, `/w` and
+/// `/kick` find a user of another node, and `/stats` counts the live nodes and their
+/// users.
+#[test]
+fn the_console_reaches_every_node() {
+    let redis = Redis::start();
+    let (a, b) = (
+        start_node(&redis.url(), "node-a"),
+        start_node(&redis.url(), "node-b"),
+    );
+    await_link(&a, true);
+    await_link(&b, true);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let mut bob = Client::named(b.local_addr(), "bob");
+    await_users(
+        &mut alice,
+        &["USER alice lobby", "USER bob lobby", "END users 2"],
+    );
+
+    assert_eq!(a.notice_all("maintenance at ten"), Ok(1));
+    alice.expect("NOTICE maintenance at ten");
+    bob.expect("NOTICE maintenance at ten");
+    assert_eq!(
+        a.whisper("BOB", "hello from the operator"),
+        Ok("bob".into())
+    );
+    bob.expect("DM server bob hello from the operator");
+
+    common::eventually("/stats counts both nodes", || {
+        underworld_line::console::stats_text(&a)
+            .lines()
+            .any(|l| l == "cluster nodes alive: 2 (users: node-a 1, node-b 1)")
+    });
+
+    assert_eq!(a.kick("bob", "enough"), Ok("bob".into()));
+    assert_eq!(bob.expect_bye(), "kicked: enough");
+    alice.expect("LEAVE lobby bob kicked: enough");
+    // Gone from the register a moment after his BYE.
+    common::eventually("bob unknown to /kick", || a.kick("bob", "again").is_err());
+}
+
+/// The load generator spreads its clients over the nodes of a cluster (`--addr`
+/// repeated): a room split over two nodes gets every message once, in order, nothing
+/// lost (a correctness check; the timings are the benchmark's job).
+#[test]
+fn the_load_generator_spreads_a_room_over_two_nodes() {
+    let redis = Redis::start();
+    let (a, b) = (
+        start_node(&redis.url(), "node-a"),
+        start_node(&redis.url(), "node-b"),
+    );
+    await_link(&a, true);
+    await_link(&b, true);
+    let (a_addr, b_addr) = (a.local_addr().to_string(), b.local_addr().to_string());
+    let run = std::process::Command::new(common::example_binary("loadgen"))
+        .args(["fanout", "--clients", "6", "--senders", "2", "--rate", "40"])
+        .args(["--duration", "0.3", "--warmup", "0.1", "--json"])
+        .args(["--addr", &a_addr, "--addr", &b_addr])
+        .output()
+        .expect("run the load generator");
+    let json = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(
+        run.status.success(),
+        "{json}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        json.contains(&format!("\"addr\":\"{a_addr},{b_addr}\"")),
+        "{json}"
+    );
+    for zero in ["lost", "duplicated", "reordered", "disconnected"] {
+        assert!(json.contains(&format!("\"{zero}\":0")), "{zero}: {json}");
+    }
+    assert!(!json.contains("\"sent\":0"), "{json}");
+    // Round robin: each node had half the clients.
+    use underworld_line::stats::Stats;
+    assert_eq!(Stats::get(&a.stats().accepted), 3);
+    assert_eq!(Stats::get(&b.stats().accepted), 3);
+}
+
+/// History is cluster-wide: a joiner gets the room's last `--history` messages, said on
+/// any node, even where their own node had nobody in the room. And it meets the live
+/// lines exactly: a joiner arriving while the room talks gets each message once, as
+/// `HIST` or live, with none missing in between.
+#[test]
+fn history_is_cluster_wide_and_meets_the_live_lines() {
+    let redis = Redis::start();
+    let (a, b) = (
+        start_node(&redis.url(), "node-a"),
+        start_node(&redis.url(), "node-b"),
+    );
+    await_link(&a, true);
+    await_link(&b, true);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    alice.send("/join den");
+    alice.expect("JOIN den alice");
+    alice.send("one");
+    alice.send("two");
+    alice.expect("MSG den alice two");
+    let mut bob = Client::named(b.local_addr(), "bob");
+    bob.send("/join den");
+    bob.next_is("JOIN den bob");
+    let replayed: Vec<String> = (0..2).map(|_| bob.line()).collect();
+    for (line, text) in replayed.iter().zip(["one", "two"]) {
+        assert!(line.starts_with("HIST "), "{line}");
+        assert!(line.ends_with(&format!(" MSG den alice {text}")), "{line}");
+    }
+    bob.send("/me three");
+    bob.expect("ME den bob three");
+    let mut carol = Client::named(a.local_addr(), "carol");
+    carol.send("/join den");
+    carol.next_is("JOIN den carol");
+    for text in ["MSG den alice one", "MSG den alice two", "ME den bob three"] {
+        let line = carol.line();
+        assert!(line.starts_with("HIST ") && line.ends_with(text), "{line}");
+    }
+
+    // Dave joins from node B while alice talks on node A.
+    const SAID: usize = 60;
+    let mut dave = Client::named(b.local_addr(), "dave");
+    for i in 0..SAID {
+        alice.send(&format!("m{i}"));
+        if i == SAID / 2 {
+            dave.send("/join den");
+        }
+    }
+    alice.send("end");
+    let mut numbers = Vec::new();
+    let mut live_started = false;
+    loop {
+        let line = dave.line();
+        if line == "MSG den alice end" {
+            break;
+        }
+        let (hist, rest) = match line.strip_prefix("HIST ") {
+            Some(rest) => (true, rest.split_once(' ').unwrap().1.to_string()),
+            None => (false, line.clone()),
+        };
+        let Some(n) = rest.strip_prefix("MSG den alice m") else {
+            continue;
+        };
+        assert!(
+            !(hist && live_started),
+            "a HIST line after a live one: {line}"
+        );
+        live_started |= !hist;
+        numbers.push(n.parse::<usize>().unwrap());
+    }
+    let first = numbers[0];
+    let expected: Vec<usize> = (first..SAID).collect();
+    assert_eq!(numbers, expected, "dave's m-lines, HIST then live");
+}
+
+/// Random aliases never collide across nodes: each node greets its new users with
+/// aliases it reserved in the register ahead of time (nobody, on any node, can hold or
+/// take them). Sixty users on two nodes, from a space of 2,304 plain aliases: every
+/// alias differs by its look, and nobody is renamed afterwards.
+#[test]
+fn random_aliases_never_collide_across_nodes() {
+    let redis = Redis::start();
+    let (a, b) = (
+        start_node(&redis.url(), "node-a"),
+        start_node(&redis.url(), "node-b"),
+    );
+    await_link(&a, true);
+    await_link(&b, true);
+    // Each node's pool is full (a look inside the register, to make the test exact).
+    let mut raw = redis.connect().expect("a raw Redis client");
+    let pool = underworld_line::cluster::registry::ALIAS_POOL;
+    common::eventually("both nodes reserved their aliases", || {
+        ["node-a", "node-b"].iter().all(|node| {
+            redis::cmd("HLEN")
+                .arg(format!("underworld-line:reserved:{node}"))
+                .query::<usize>(&mut raw)
+                .is_ok_and(|n| n == pool)
+        })
+    });
+    let mut clients = Vec::new();
+    for _ in 0..30 {
+        clients.push(Client::connect(a.local_addr()));
+        clients.push(Client::connect(b.local_addr()));
+    }
+    let looks: BTreeSet<String> = clients
+        .iter()
+        .map(|c| underworld_line::text::nick_key(&c.nick))
+        .collect();
+    assert_eq!(looks.len(), clients.len(), "two users got one alias");
+    for client in &mut clients {
+        let renamed = format!("NICK {} ", client.nick);
+        let seen = client.sync();
+        assert!(
+            !seen.iter().any(|l| l.starts_with(&renamed)),
+            "{} was renamed: {seen:?}",
+            client.nick
+        );
+    }
+}
+
+/// Anyone with access to Redis can write into the register and the history too.
+/// Garbage there (bytes that are not UTF-8, names that break the rules, control
+/// characters) is skipped or stripped, never shown raw, never a crash: the lists and the
+/// history keep working around it.
+#[test]
+fn garbage_in_the_register_is_skipped() {
+    let redis = Redis::start();
+    let a = start_node(&redis.url(), "node-a");
+    await_link(&a, true);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    alice.send("/join den");
+    alice.expect("JOIN den alice");
+    alice.send("hello");
+    alice.expect("MSG den alice hello");
+
+    let mut raw = redis.connect().expect("a raw Redis client");
+    let mut run = |cmd: &mut redis::Cmd| cmd.query::<redis::Value>(&mut raw).expect("a command");
+    run(redis::cmd("SADD")
+        .arg("underworld-line:nodes")
+        .arg(&b"\xff\xfe"[..])
+        .arg("bad name")
+        .arg("fake"));
+    run(redis::cmd("SET").arg("underworld-line:alive:fake").arg(1));
+    run(redis::cmd("HSET")
+        .arg("underworld-line:users:fake")
+        .arg("x")
+        .arg("\x1b[2Jevil den")
+        .arg("y")
+        .arg("mallory \x07room")
+        .arg("z")
+        .arg(&b"\xff\xfe"[..])
+        .arg("w")
+        .arg("eve den"));
+    run(redis::cmd("LPUSH")
+        .arg("underworld-line:history:den")
+        .arg(&b"\xff"[..])
+        .arg("1 MSG den evil \x1b[31mred")
+        .arg("garbage"));
+
+    await_users(
+        &mut alice,
+        &["USER alice den", "USER eve den", "END users 2"],
+    );
+    let mut bob = Client::named(a.local_addr(), "bob");
+    bob.send("/join den");
+    bob.next_is("JOIN den bob");
+    let first = bob.line();
+    assert!(first.ends_with(" MSG den alice hello"), "{first}");
+    let second = bob.line();
+    assert!(second.ends_with(" MSG den evil [31mred"), "{second}");
+    bob.send("/ping done");
+    bob.next_is("PONG done");
+}

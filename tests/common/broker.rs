@@ -1,0 +1,194 @@
+//! Cluster tests' helpers (feature `redis`): a real `redis-server` of the test's own on a
+//! free port, and in-process nodes linked to it.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{eventually, start_server, test_config, PATIENCE};
+use underworld_line::cluster::ClusterConfig;
+use underworld_line::Server;
+
+/// A `redis-server` process of our own, killed when dropped.
+pub struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Redis::start_on(free_port())
+    }
+
+    /// Starts `redis-server` on `port` and waits until it answers.
+    pub fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}): the cluster tests need a real Redis. \
+                     Install it (Debian/Ubuntu: apt-get install -y redis-server; .ci/run does)"
+                )
+            });
+        let redis = Redis { child, port };
+        let start = Instant::now();
+        while redis.connect().is_err() {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "redis-server did not answer on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        url(self.port)
+    }
+
+    /// A plain client connection, as any program with access to Redis could open.
+    pub fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        let mut connection =
+            redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(1))?;
+        redis::cmd("PING").query::<String>(&mut connection)?;
+        Ok(connection)
+    }
+
+    /// Kills it (SIGKILL: every connection breaks at once) and waits for it to end.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn url(port: u16) -> String {
+    format!("redis://127.0.0.1:{port}")
+}
+
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().unwrap().port()
+}
+
+/// A node named `node` of the cluster at `redis_url`.
+pub fn start_node(redis_url: &str, node: &str) -> Server {
+    let mut config = test_config();
+    config.cluster = Some(ClusterConfig {
+        redis_url: redis_url.to_string(),
+        node: node.to_string(),
+    });
+    start_server(config)
+}
+
+pub fn linked(node: &Server) -> bool {
+    node.stats().cluster_linked.load(Ordering::Relaxed)
+}
+
+pub fn await_link(node: &Server, up: bool) {
+    eventually(
+        &format!("cluster link {}", if up { "up" } else { "down" }),
+        || linked(node) == up,
+    );
+}
+
+/// The server binary as a node of its own process (so that a test can kill it), with
+/// its console on a pipe. Killed when dropped.
+pub struct NodeProcess {
+    child: Child,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    console: std::process::ChildStdin,
+    output: std::sync::mpsc::Receiver<String>,
+}
+
+impl NodeProcess {
+    /// Starts `underworld-line --redis URL --node NAME` on a free port and waits until
+    /// its `/stats` says it is linked to Redis.
+    pub fn start(redis: &Redis, node: &str) -> NodeProcess {
+        use std::io::{BufRead, BufReader};
+        use std::sync::mpsc;
+
+        let mut child = Command::new(env!("CARGO_BIN_EXE_underworld-line"))
+            .args(["--addr", "127.0.0.1:0", "--rate-limit", "off"])
+            .args(["--max-per-ip", "0"])
+            .args(["--redis", &redis.url(), "--node", node])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server binary");
+        // Where it listens: the banner on stderr (we asked for port 0).
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("Underworld-Line on ") {
+                    let _ = addr_tx.send(rest.split(' ').next().unwrap().to_string());
+                }
+            }
+        });
+        let (out_tx, output) = mpsc::channel();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = out_tx.send(line);
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(PATIENCE)
+            .expect("the banner")
+            .parse()
+            .unwrap();
+        let console = child.stdin.take().unwrap();
+        let mut process = NodeProcess {
+            child,
+            addr,
+            console,
+            output,
+        };
+        let linked = format!("cluster: node {node}, linked to {}", redis.url());
+        process.await_console_line("/stats", &linked);
+        process
+    }
+
+    /// Types `command` on the console, again every 200 ms, until it prints `expected`.
+    pub fn await_console_line(&mut self, command: &str, expected: &str) {
+        use std::io::Write;
+        let start = Instant::now();
+        loop {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{command} never printed {expected:?}"
+            );
+            writeln!(self.console, "{command}").unwrap();
+            while let Ok(line) = self.output.recv_timeout(Duration::from_millis(200)) {
+                if line == expected {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// SIGKILL: no goodbye to Redis or anyone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
