@@ -40,6 +40,7 @@
 //! | `sendq` (private) | the send-queue watchdog: clients that stopped reading while the kernel buffers for them |
 //! | [`transport`] | where output goes: a `TcpStream`, or a channel without sockets |
 //! | `cluster` (feature `redis`) | several nodes, one chat: room lines through Redis pub/sub |
+//! | `web` (feature `web`) | the chat in a browser: the page, WebSocket and HTTP polling users |
 //! | [`alias`], [`clock`], [`stats`], [`config`], [`cli`], [`console`] | aliases, time, counters, settings, flags, the operator console |
 //!
 //! ## Threads
@@ -78,6 +79,8 @@ pub mod stats;
 pub mod table;
 pub mod text;
 pub mod transport;
+#[cfg(feature = "web")]
+pub mod web;
 
 /// The README's Rust examples, compiled and run as doctests so they cannot rot.
 #[cfg(doctest)]
