@@ -307,7 +307,7 @@ mod tests {
             head("GET /session/x/poll?since=3&wait=5 HTTP/1.1\r\nHost: a\r\n\r\n")
                 .unwrap()
                 .unwrap();
-        assert_eq!(len, 52);
+        assert_eq!(len, 56);
         assert_eq!(
             (request.method.as_str(), request.path.as_str()),
             ("GET", "/session/x/poll")

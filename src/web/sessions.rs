@@ -391,14 +391,14 @@ mod tests {
 
     #[test]
     fn lines_are_numbered_acknowledged_and_bounded() {
-        let lines = SessionLines::new(10);
+        let lines = SessionLines::new(13);
         assert_eq!(lines.send(b"HELLO a\nJO").unwrap(), 10);
         assert_eq!(lines.send(b"IN x\n").unwrap(), 5);
         let now = Instant::now();
         let fetched = lines.fetch(0, now);
         assert_eq!(fetched.lines, ["HELLO a", "JOIN x"]);
         assert_eq!((fetched.next, fetched.ended), (2, false));
-        // Full (13 bytes waiting > 10): nothing more fits until acknowledged.
+        // Full (13 bytes waiting, 5 more would pass 13): nothing fits until acknowledged.
         let full = lines.send(b"MSG 1\n").unwrap_err();
         assert_eq!(full.kind(), io::ErrorKind::WouldBlock);
         assert!(lines.fetch(2, now).lines.is_empty());
