@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo build --release --features web --bin underworld-line --example pushpoll
 //! cargo run --release --features web --example pushpoll                  # the README's table
-//! cargo run --release --features web --example pushpoll -- --users 20 --idle 50 --duration 2   # a quick look
+//! cargo run --release --features web --example pushpoll -- --users 10 --idle 20 --duration 2   # a quick look
 //! ```
 //!
 //! For each transport it starts a fresh server (`target/release/underworld-line`, built
@@ -18,10 +18,12 @@
 //!
 //! and reports delivery latency (send to receipt, one clock: the same process), requests
 //! a second (HTTP requests; for push, the lines clients wrote), new TCP connections a
-//! second at the server (the kernel's `PassiveOpens`), bytes on the wire (the kernel's
-//! IP `OutOctets`: headers, handshakes and all) and the server's CPU time.
+//! second (each one an `accept` at the server), bytes (what the users wrote and read:
+//! HTTP heads and WebSocket framing included; in brackets the kernel's IP `OutOctets`,
+//! which adds TCP/IP headers, handshakes and ACKs, but is system-wide: meaningful only on
+//! a quiet machine) and the server's CPU time (`/proc/PID/stat`, 10 ms ticks).
 //!
-//! The kernel counters are system-wide: run it on a quiet machine. Each simulated user
+//! Run it on a quiet machine. Each simulated user
 //! is a thread of this program (blocking I/O, like the server), so this program's own
 //! CPU competes with the server's on a small machine; the server's CPU is still its own
 //! (from `/proc/PID/stat`). Traffic goes to 127.0.0.1 only, and every loop ends.
@@ -46,12 +48,17 @@ usage: pushpoll [--users N] [--rate R] [--idle N] [--duration SECS] [--only NAME
   --users N        active users in one room                     [100]
   --rate R         messages a second in that room, all together  [10]
   --idle N         idle users (the second scenario; 0 skips it)  [1000]
-  --duration SECS  measured time of each scenario                [20]
+  --duration SECS  measured time of each scenario (at least 25 for the
+                   idle long pollers, who ask every 25 s)         [30]
   --only NAMES     comma-separated: tcp,ws,long,long-ka,short1s,short100ms,
                    short1s-ka,short100ms-ka                      [all]
   --server PATH    the server binary, built with --features web
                    [target/release/underworld-line]
 ";
+
+/// How long a long poll waits for a line (`wait=`), in seconds: below the server's
+/// 30 s cap. An idle long poller makes one request per this many seconds.
+const LONG_POLL_WAIT: u64 = 25;
 
 /// How a user talks to the server.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -132,6 +139,11 @@ struct Shared {
     deliveries: AtomicU64,
     /// HTTP requests, or lines written by push clients, while measuring.
     requests: AtomicU64,
+    /// TCP connections our users opened (each one a server `accept`), while measuring.
+    connections: AtomicU64,
+    /// Bytes our users wrote and read (HTTP heads, WebSocket framing and all; not the
+    /// TCP/IP headers), while measuring.
+    bytes: AtomicU64,
     latencies_us: Mutex<Vec<u64>>,
 }
 
@@ -146,6 +158,23 @@ impl Shared {
         }
     }
 
+    fn count(&self, counter: &AtomicU64, n: u64) {
+        if self.measuring.load(Relaxed) {
+            counter.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// A new connection to the server, counted.
+    fn connect(self: &Arc<Self>, addr: SocketAddr) -> io::Result<Counted> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        self.count(&self.connections, 1);
+        Ok(Counted {
+            stream,
+            shared: Arc::clone(self),
+        })
+    }
+
     /// A line a user received: a benchmark message (`MSG bench NICK lg SEQ SENT_NS`)
     /// counts as a delivery, with its latency.
     fn received(&self, line: &str) {
@@ -155,9 +184,10 @@ impl Shared {
         let Some((_, numbers)) = rest.split_once(" lg ") else {
             return;
         };
+        // `lg WHO SEQ SENT_NS`: the third number is when it was sent.
         let Some(sent) = numbers
             .split(' ')
-            .nth(1)
+            .nth(2)
             .and_then(|n| n.parse::<u64>().ok())
         else {
             return;
@@ -167,6 +197,41 @@ impl Shared {
             self.deliveries.fetch_add(1, Relaxed);
             self.latencies_us.lock().unwrap().push(latency);
         }
+    }
+}
+
+/// A user's socket, counting the bytes through it.
+struct Counted {
+    stream: TcpStream,
+    shared: Arc<Shared>,
+}
+
+impl Counted {
+    fn try_clone(&self) -> io::Result<Counted> {
+        Ok(Counted {
+            stream: self.stream.try_clone()?,
+            shared: Arc::clone(&self.shared),
+        })
+    }
+}
+
+impl Read for Counted {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let n = self.stream.read(buffer)?;
+        self.shared.count(&self.shared.bytes, n as u64);
+        Ok(n)
+    }
+}
+
+impl Write for Counted {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let n = self.stream.write(bytes)?;
+        self.shared.count(&self.shared.bytes, n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
     }
 }
 
@@ -265,7 +330,6 @@ fn kernel_counter(file: &str, group: &str, name: &str) -> u64 {
 struct Sample {
     at: Instant,
     cpu: Duration,
-    passive_opens: u64,
     out_octets: u64,
 }
 
@@ -274,7 +338,6 @@ impl Sample {
         Sample {
             at: Instant::now(),
             cpu: server.cpu(),
-            passive_opens: kernel_counter("/proc/net/snmp", "Tcp:", "PassiveOpens"),
             out_octets: kernel_counter("/proc/net/netstat", "IpExt:", "OutOctets"),
         }
     }
@@ -284,7 +347,7 @@ impl Sample {
 struct Http {
     addr: SocketAddr,
     keep_alive: bool,
-    kept: Option<TcpStream>,
+    kept: Option<Counted>,
     buffer: Vec<u8>,
 }
 
@@ -301,16 +364,17 @@ impl Http {
     /// One request; returns the status, the `X-Next` header and the body.
     fn request(
         &mut self,
-        shared: &Shared,
+        shared: &Arc<Shared>,
         method: &str,
         path: &str,
         body: &str,
     ) -> io::Result<(u16, Option<u64>, String)> {
         shared.count_request();
         if self.kept.is_none() {
-            let stream = TcpStream::connect(self.addr)?;
-            stream.set_nodelay(true)?;
-            stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+            let stream = shared.connect(self.addr)?;
+            stream
+                .stream
+                .set_read_timeout(Some(Duration::from_secs(60)))?;
             self.kept = Some(stream);
             self.buffer.clear();
         }
@@ -363,7 +427,7 @@ impl Http {
     }
 }
 
-fn read_into(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> io::Result<()> {
+fn read_into(stream: &mut Counted, buffer: &mut Vec<u8>) -> io::Result<()> {
     let mut chunk = [0u8; 8192];
     let n = stream.read(&mut chunk)?;
     if n == 0 {
@@ -375,18 +439,18 @@ fn read_into(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> io::Result<()> {
 
 /// How the sender thread makes a user speak.
 trait Speaker: Send {
-    fn say(&mut self, shared: &Shared, line: &str) -> io::Result<()>;
+    fn say(&mut self, shared: &Arc<Shared>, line: &str) -> io::Result<()>;
 }
 
-impl Speaker for TcpStream {
-    fn say(&mut self, shared: &Shared, line: &str) -> io::Result<()> {
+impl Speaker for Counted {
+    fn say(&mut self, shared: &Arc<Shared>, line: &str) -> io::Result<()> {
         shared.count_request();
         self.write_all(format!("{line}\n").as_bytes())
     }
 }
 
-impl Speaker for WebSocket<TcpStream> {
-    fn say(&mut self, shared: &Shared, line: &str) -> io::Result<()> {
+impl Speaker for WebSocket<Counted> {
+    fn say(&mut self, shared: &Arc<Shared>, line: &str) -> io::Result<()> {
         shared.count_request();
         self.send(Message::text(line)).map_err(io::Error::other)
     }
@@ -399,7 +463,7 @@ struct Poster {
 }
 
 impl Speaker for Poster {
-    fn say(&mut self, shared: &Shared, line: &str) -> io::Result<()> {
+    fn say(&mut self, shared: &Arc<Shared>, line: &str) -> io::Result<()> {
         let path = format!("/session/{}/send", self.token);
         self.http.request(shared, "POST", &path, line).map(|_| ())
     }
@@ -407,6 +471,7 @@ impl Speaker for Poster {
 
 /// Connects one user in `mode`, puts it in `room`, and starts its receiving thread.
 fn start_user(
+    index: usize,
     mode: Mode,
     server: &ServerProcess,
     room: &str,
@@ -420,8 +485,7 @@ fn start_user(
     };
     match mode {
         Mode::Tcp => {
-            let stream = TcpStream::connect(server.tcp)?;
-            stream.set_nodelay(true)?;
+            let stream = shared.connect(server.tcp)?;
             let mut lines = BufReader::new(stream.try_clone()?);
             let mut writer = stream;
             let nick = first_nick(&mut || read_line(&mut lines))?;
@@ -437,8 +501,7 @@ fn start_user(
             Ok((Box::new(writer), reader))
         }
         Mode::Ws => {
-            let stream = TcpStream::connect(server.web)?;
-            stream.set_nodelay(true)?;
+            let stream = shared.connect(server.web)?;
             let (mut socket, _) =
                 tungstenite::client(format!("ws://{}/ws", server.web), stream.try_clone()?)
                     .map_err(|e| io::Error::other(e.to_string()))?;
@@ -502,23 +565,26 @@ fn start_user(
             }
             let (wait, every) = match mode {
                 Mode::Short { every_ms, .. } => (0, Duration::from_millis(every_ms)),
-                _ => (25, Duration::ZERO),
+                _ => (LONG_POLL_WAIT, Duration::ZERO),
             };
             let shared = Arc::clone(shared);
             let reader = spawn(Box::new(move || {
-                let mut next_poll = Instant::now();
+                // Short pollers spread their polls over the interval, as real clients
+                // started at random moments would, instead of all polling in step.
+                let phase = (index as u32 * 7919) % 1000;
+                let mut next_poll = Instant::now() + every * phase / 1000;
                 while !shared.stop.load(Relaxed) {
+                    // Short polling: each poll on the clock, whatever the last one took.
+                    if let Some(pause) = next_poll.checked_duration_since(Instant::now()) {
+                        thread::sleep(pause);
+                    }
+                    next_poll += every;
                     let path = format!("/session/{token}/poll?since={since}&wait={wait}");
                     let Ok((200, next, body)) = http.request(&shared, "GET", &path, "") else {
                         break;
                     };
                     since = next.unwrap_or(since);
                     body.lines().for_each(|line| shared.received(line));
-                    // Short polling: the next poll on the clock, whatever this one took.
-                    next_poll += every;
-                    if let Some(pause) = next_poll.checked_duration_since(Instant::now()) {
-                        thread::sleep(pause);
-                    }
                 }
             }));
             Ok((Box::new(poster), reader))
@@ -526,7 +592,7 @@ fn start_user(
     }
 }
 
-fn read_line(lines: &mut BufReader<TcpStream>) -> io::Result<String> {
+fn read_line(lines: &mut BufReader<Counted>) -> io::Result<String> {
     let mut line = String::new();
     if lines.read_line(&mut line)? == 0 {
         return Err(io::ErrorKind::UnexpectedEof.into());
@@ -551,7 +617,11 @@ struct Outcome {
     requests: u64,
     latencies_us: Vec<u64>,
     cpu: Duration,
+    /// New connections, counted by our users (each one an `accept` at the server).
     connections: u64,
+    /// Bytes our users wrote and read.
+    app_bytes: u64,
+    /// IP bytes sent on this machine (the kernel's count, system-wide).
     octets: u64,
 }
 
@@ -565,13 +635,16 @@ fn scenario(mode: Mode, binary: &str, users: usize, rate: f64, duration: Duratio
         stop: AtomicBool::new(false),
         deliveries: AtomicU64::new(0),
         requests: AtomicU64::new(0),
+        connections: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
         latencies_us: Mutex::new(Vec::new()),
     });
     let room = if rate > 0.0 { "bench" } else { "quiet" };
     let mut speakers = Vec::with_capacity(users);
     let mut readers = Vec::with_capacity(users);
-    for _ in 0..users {
-        let (speaker, reader) = start_user(mode, &server, room, &shared).expect("a user connects");
+    for index in 0..users {
+        let (speaker, reader) =
+            start_user(index, mode, &server, room, &shared).expect("a user connects");
         speakers.push(speaker);
         readers.push(reader);
     }
@@ -620,7 +693,8 @@ fn scenario(mode: Mode, binary: &str, users: usize, rate: f64, duration: Duratio
         requests: shared.requests.load(Relaxed),
         latencies_us,
         cpu: after.cpu - before.cpu,
-        connections: after.passive_opens - before.passive_opens,
+        connections: shared.connections.load(Relaxed),
+        app_bytes: shared.bytes.load(Relaxed),
         octets: after.out_octets - before.out_octets,
     }
 }
@@ -647,7 +721,7 @@ fn options() -> Result<Options, String> {
         users: 100,
         rate: 10.0,
         idle: 1000,
-        duration: Duration::from_secs(20),
+        duration: Duration::from_secs(30),
         only: Vec::new(),
         server: "target/release/underworld-line".into(),
     };
@@ -702,12 +776,13 @@ fn main() {
         let per_second = |n: u64| n as f64 / active.seconds;
         let delivered = active.deliveries.max(1) as f64;
         active_rows.push(format!(
-            "| {} | {} / {} ms | {:.0} req/s, {:.1} new conn/s | {:.0} B | {:.1} ms | {} |",
+            "| {} | {} / {} ms | {:.0} req/s, {:.1} new conn/s | {:.0} B ({:.0} B) | {:.1} ms | {} |",
             mode.label(),
             percentile_ms(&active.latencies_us, 0.50),
             percentile_ms(&active.latencies_us, 0.99),
             per_second(active.requests),
             per_second(active.connections),
+            active.app_bytes as f64 / delivered,
             active.octets as f64 / delivered,
             active.cpu.as_secs_f64() * 1000.0 / delivered * 1000.0,
             active.deliveries,
@@ -716,11 +791,12 @@ fn main() {
             let idle = scenario(mode, &options.server, options.idle, 0.0, options.duration);
             let per_user_minute = |x: f64| x / options.idle as f64 / (idle.seconds / 60.0);
             idle_rows.push(format!(
-                "| {} | {:.2} ms | {:.1} | {:.2} | {:.0} B |",
+                "| {} | {:.2} ms | {:.1} | {:.2} | {:.0} B ({:.0} B) |",
                 mode.label(),
                 per_user_minute(idle.cpu.as_secs_f64() * 1000.0),
                 per_user_minute(idle.requests as f64),
                 per_user_minute(idle.connections as f64),
+                per_user_minute(idle.app_bytes as f64),
                 per_user_minute(idle.octets as f64),
             ));
         }
@@ -731,12 +807,12 @@ fn main() {
         options.rate,
         options.duration.as_secs_f64()
     );
-    println!("| transport | delivery latency p50 / p99 | requests/s (push: lines sent) and new TCP connections/s at the server | bytes on the wire per delivered line | server CPU per 1,000 deliveries | deliveries |");
+    println!("| transport | delivery latency p50 / p99 | requests/s (push: lines sent) and new TCP connections/s at the server | bytes per delivered line: TCP payload (IP, kernel count) | server CPU per 1,000 deliveries | deliveries |");
     println!("|---|---|---|---|---|---|");
     active_rows.iter().for_each(|row| println!("{row}"));
     if !idle_rows.is_empty() {
         println!("\n{} idle users, per idle user per minute:\n", options.idle);
-        println!("| transport | server CPU | requests | new TCP connections | bytes on the wire |");
+        println!("| transport | server CPU | requests | new TCP connections | bytes: TCP payload (IP, kernel count) |");
         println!("|---|---|---|---|---|");
         idle_rows.iter().for_each(|row| println!("{row}"));
     }
