@@ -73,8 +73,10 @@ pub(super) fn run(
     loop {
         let accepted = listener.accept();
         if stopping.load(Ordering::SeqCst) {
+            // Usually `WebListener::stop`'s own wake-up connection: not logged as a
+            // refusal.
             if let Ok((stream, _)) = accepted {
-                refuse(&stream, Response::error(503, "the server is stopping"));
+                answer_and_close(&stream, &Response::error(503, "the server is stopping"));
             }
             break;
         }
@@ -163,7 +165,13 @@ pub(super) fn run(
 /// Answers a connection we will not serve, and closes it.
 fn refuse(stream: &TcpStream, response: Response) {
     log::info!("web: refused a connection ({})", response.status);
-    let _ = write_response(stream, &response, false, false, Duration::from_millis(100));
+    answer_and_close(stream, &response);
+}
+
+/// Writes one response to a brand-new connection (its buffer is empty, so this short
+/// write does not wait), then closes it without a reset.
+fn answer_and_close(stream: &TcpStream, response: &Response) {
+    let _ = write_response(stream, response, false, false, Duration::from_millis(100));
     let _ = stream.shutdown(std::net::Shutdown::Write);
     discard_input(stream);
 }
