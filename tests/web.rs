@@ -478,3 +478,56 @@ fn no_web_listener_by_default() {
         server.join();
     }
 }
+
+/// The push-versus-poll comparison (`examples/pushpoll.rs`) runs end to end against the
+/// real server binary, and every transport it measures delivers messages. (A smoke
+/// test: the numbers themselves are for a quiet machine, not for a test.)
+#[test]
+fn the_push_poll_comparison_runs() {
+    let pushpoll = common::example_binary_with("pushpoll", &["web"]);
+    let output = std::process::Command::new(pushpoll)
+        .args([
+            "--users",
+            "3",
+            "--rate",
+            "20",
+            "--idle",
+            "3",
+            "--duration",
+            "1",
+        ])
+        .args(["--only", "tcp,ws,long-ka,short100ms"])
+        .args(["--server", env!("CARGO_BIN_EXE_underworld-line")])
+        .output()
+        .expect("run pushpoll");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for transport in [
+        "raw TCP push",
+        "WebSocket push",
+        "HTTP long polling, keep-alive",
+        "HTTP short polling every 100 ms, new connection per request",
+    ] {
+        let rows: Vec<&str> = stdout
+            .lines()
+            .filter(|line| line.starts_with(&format!("| {transport} |")))
+            .collect();
+        assert_eq!(
+            rows.len(),
+            2,
+            "an active and an idle row for {transport}:\n{stdout}"
+        );
+        let deliveries: u64 = rows[0]
+            .trim_end_matches(" |")
+            .rsplit("| ")
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(deliveries > 0, "{transport} delivered nothing:\n{stdout}");
+    }
+}
