@@ -464,6 +464,130 @@ fn polling_limits() {
     server.join();
 }
 
+/// Waits until an observer hears `nick` leave `room` for `reason`.
+fn expect_left(events: &crossbeam_channel::Receiver<ChatEvent>, nick: &str, reason: &str) {
+    let left = ChatEvent::Left {
+        nick: nick.to_string(),
+        room: "lobby".into(),
+        reason: reason.to_string(),
+    };
+    while events
+        .recv_timeout(PATIENCE)
+        .expect("the room hears the leave")
+        != left
+    {}
+}
+
+/// The nick of a session, from its first poll.
+fn session_nick(web: std::net::SocketAddr, token: &str) -> String {
+    let (lines, _, _) = poll(web, token, 0, 0);
+    lines[0]
+        .strip_prefix("HELLO ")
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// A polling client that stops making requests is gone after `session_gone`: the room
+/// sees it leave as `connection closed`, as a TCP client that vanished.
+#[test]
+fn polling_sessions_without_requests_are_gone() {
+    let mut config = web_config();
+    config.web.as_mut().unwrap().session_gone = Duration::from_millis(300);
+    let (server, web) = start_web(config);
+    let events = server.subscribe();
+    let token = new_session(web);
+    let nick = session_nick(web, &token);
+    expect_left(&events, &nick, "connection closed");
+    assert_eq!(get(web, &format!("/session/{token}/poll")).status, 404);
+    server.shutdown();
+    server.join();
+}
+
+/// A polling client that stops fetching while its room is busy fills its buffer
+/// (`--max-pending`) and is dropped as `too slow` after `--send-timeout`.
+#[test]
+fn polling_sessions_that_stop_fetching_are_too_slow() {
+    let config = Config {
+        max_pending: 4096,
+        send_timeout: Duration::from_millis(300),
+        ..web_config()
+    };
+    let (server, web) = start_web(config);
+    let events = server.subscribe();
+    let token = new_session(web);
+    let nick = session_nick(web, &token);
+    let mut talker = Client::connect(server.local_addr());
+    let line = "z".repeat(500);
+    // 20 lines of 500 bytes are more than the 4 KiB buffer holds: the rest waits in the
+    // server, and the flusher finds no progress for the send timeout.
+    for _ in 0..20 {
+        talker.send(&line);
+    }
+    expect_left(&events, &nick, "too slow");
+    server.shutdown();
+    server.join();
+}
+
+/// A WebSocket client that stops reading is dropped as `too slow`, as a TCP client is:
+/// once the kernel's buffers are full, its output waits in the server, and after
+/// `--send-timeout` without progress it goes. (Its receive buffer is set small so that
+/// it fills after kilobytes rather than megabytes.)
+#[test]
+fn websocket_clients_that_stop_reading_are_too_slow() {
+    let config = Config {
+        max_pending: 16 * 1024,
+        send_timeout: Duration::from_millis(500),
+        ..web_config()
+    };
+    let (server, web) = start_web(config);
+    let events = server.subscribe();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&web.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    let (mut never_reads, _) = tungstenite::client(format!("ws://{web}/ws"), stream).unwrap();
+    let hello = match never_reads.read().unwrap() {
+        Message::Text(text) => text.to_string(),
+        other => panic!("expected HELLO, got {other:?}"),
+    };
+    let nick = hello.split(' ').nth(1).unwrap().to_string();
+
+    // A talker sends 1 KB lines, reading its own echo on another thread, until the
+    // observer hears the WebSocket client leave (at most 40 MB: far more than the
+    // kernel buffers hold).
+    let mut talker = TcpStream::connect(server.local_addr()).unwrap();
+    let mut echo = talker.try_clone().unwrap();
+    let drain = std::thread::spawn(move || std::io::copy(&mut echo, &mut std::io::sink()));
+    let line = format!("{}\n", "w".repeat(1000));
+    let gone = ChatEvent::Left {
+        nick: nick.clone(),
+        room: "lobby".into(),
+        reason: "too slow".into(),
+    };
+    let mut dropped = false;
+    for _ in 0..40_000 {
+        talker.write_all(line.as_bytes()).unwrap();
+        if events.try_iter().any(|event| event == gone) {
+            dropped = true;
+            break;
+        }
+    }
+    while !dropped {
+        match events.recv_timeout(PATIENCE) {
+            Ok(event) => dropped = event == gone,
+            Err(_) => break,
+        }
+    }
+    assert!(dropped, "{nick} was not dropped as too slow");
+    server.shutdown();
+    server.join();
+    drop(talker);
+    let _ = drain.join();
+}
+
 /// The web listener exists only when asked for.
 #[test]
 fn no_web_listener_by_default() {
