@@ -48,8 +48,10 @@
 //! `acceptor` → (`spawner`) → one `conn-N` per client → (crossbeam channel) →
 //! `dispatcher` → sockets, with the `writer` thread taking half of a long batch;
 //! `flusher` retries the sockets of clients that read slowly, and `sendq-watch` finds
-//! the clients that stopped reading while the kernel still buffers for them. See the
-//! README's "How it works".
+//! the clients that stopped reading while the kernel still buffers for them. With the
+//! `web` feature: `web-acceptor`, one `web-N` per web connection (an HTTP client, or a
+//! WebSocket user for its whole life), and `web-sessions`, which expires polling
+//! sessions. See the README's "How it works".
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
