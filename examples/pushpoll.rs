@@ -23,7 +23,8 @@
 //! which adds TCP/IP headers, handshakes and ACKs, but is system-wide: meaningful only on
 //! a quiet machine) and the server's CPU time (`/proc/PID/stat`, 10 ms ticks).
 //!
-//! Run it on a quiet machine. Each simulated user
+//! Run it on a quiet machine. A row with failed requests (each retried) measured an
+//! overloaded machine rather than the transport. Each simulated user
 //! is a thread of this program (blocking I/O, like the server), so this program's own
 //! CPU competes with the server's on a small machine; the server's CPU is still its own
 //! (from `/proc/PID/stat`). Traffic goes to 127.0.0.1 only, and every loop ends.
@@ -144,6 +145,11 @@ struct Shared {
     /// Bytes our users wrote and read (HTTP heads, WebSocket framing and all; not the
     /// TCP/IP headers), while measuring.
     bytes: AtomicU64,
+    /// Connections opened in all (to pick each one's source address).
+    opened: AtomicU64,
+    /// Requests that failed while measuring (each retried): a result with errors
+    /// measured an overloaded client or server, not the transport.
+    errors: AtomicU64,
     latencies_us: Mutex<Vec<u64>>,
 }
 
@@ -165,8 +171,17 @@ impl Shared {
     }
 
     /// A new connection to the server, counted.
+    /// From 127.0.0.1 to 127.0.0.16 in turn: a connection per request at thousands a
+    /// second would otherwise run out of one address's ephemeral ports (28,232, each
+    /// held for a minute in TIME_WAIT).
     fn connect(self: &Arc<Self>, addr: SocketAddr) -> io::Result<Counted> {
-        let stream = TcpStream::connect(addr)?;
+        use socket2::{Domain, Socket, Type};
+        let turn = self.opened.fetch_add(1, Relaxed);
+        let source = SocketAddr::from(([127, 0, 0, 1 + (turn % 16) as u8], 0));
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        socket.bind(&source.into())?;
+        socket.connect(&addr.into())?;
+        let stream: TcpStream = socket.into();
         stream.set_nodelay(true)?;
         self.count(&self.connections, 1);
         Ok(Counted {
@@ -581,7 +596,12 @@ fn start_user(
                     next_poll += every;
                     let path = format!("/session/{token}/poll?since={since}&wait={wait}");
                     let Ok((200, next, body)) = http.request(&shared, "GET", &path, "") else {
-                        break;
+                        if shared.stop.load(Relaxed) {
+                            break;
+                        }
+                        shared.count(&shared.errors, 1);
+                        thread::sleep(Duration::from_millis(10)); // then try again
+                        continue;
                     };
                     since = next.unwrap_or(since);
                     body.lines().for_each(|line| shared.received(line));
@@ -623,6 +643,8 @@ struct Outcome {
     app_bytes: u64,
     /// IP bytes sent on this machine (the kernel's count, system-wide).
     octets: u64,
+    /// Requests that failed (and were retried).
+    errors: u64,
 }
 
 /// Runs one scenario: `users` users in `mode`; `rate` messages a second among them
@@ -637,6 +659,8 @@ fn scenario(mode: Mode, binary: &str, users: usize, rate: f64, duration: Duratio
         requests: AtomicU64::new(0),
         connections: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        opened: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
         latencies_us: Mutex::new(Vec::new()),
     });
     let room = if rate > 0.0 { "bench" } else { "quiet" };
@@ -662,7 +686,9 @@ fn scenario(mode: Mode, binary: &str, users: usize, rate: f64, duration: Duratio
             while start.elapsed() < warmup + duration {
                 let who = seq as usize % speakers.len();
                 let line = format!("lg {who} {seq} {}", shared.now_ns());
-                let _ = speakers[who].say(&shared, &line);
+                if speakers[who].say(&shared, &line).is_err() {
+                    shared.count(&shared.errors, 1);
+                }
                 seq += 1;
                 let due = start + interval * seq as u32;
                 if let Some(pause) = due.checked_duration_since(Instant::now()) {
@@ -695,6 +721,7 @@ fn scenario(mode: Mode, binary: &str, users: usize, rate: f64, duration: Duratio
         cpu: after.cpu - before.cpu,
         connections: shared.connections.load(Relaxed),
         app_bytes: shared.bytes.load(Relaxed),
+        errors: shared.errors.load(Relaxed),
         octets: after.out_octets - before.out_octets,
     }
 }
@@ -776,7 +803,7 @@ fn main() {
         let per_second = |n: u64| n as f64 / active.seconds;
         let delivered = active.deliveries.max(1) as f64;
         active_rows.push(format!(
-            "| {} | {} / {} ms | {:.0} req/s, {:.1} new conn/s | {:.0} B ({:.0} B) | {:.1} ms | {} |",
+            "| {} | {} / {} ms | {:.0} req/s, {:.1} new conn/s | {:.0} B ({:.0} B) | {:.1} ms | {} | {} |",
             mode.label(),
             percentile_ms(&active.latencies_us, 0.50),
             percentile_ms(&active.latencies_us, 0.99),
@@ -786,18 +813,20 @@ fn main() {
             active.octets as f64 / delivered,
             active.cpu.as_secs_f64() * 1000.0 / delivered * 1000.0,
             active.deliveries,
+            active.errors,
         ));
         if options.idle > 0 {
             let idle = scenario(mode, &options.server, options.idle, 0.0, options.duration);
             let per_user_minute = |x: f64| x / options.idle as f64 / (idle.seconds / 60.0);
             idle_rows.push(format!(
-                "| {} | {:.2} ms | {:.1} | {:.2} | {:.0} B ({:.0} B) |",
+                "| {} | {:.2} ms | {:.1} | {:.2} | {:.0} B ({:.0} B) | {} |",
                 mode.label(),
                 per_user_minute(idle.cpu.as_secs_f64() * 1000.0),
                 per_user_minute(idle.requests as f64),
                 per_user_minute(idle.connections as f64),
                 per_user_minute(idle.app_bytes as f64),
                 per_user_minute(idle.octets as f64),
+                idle.errors,
             ));
         }
     }
@@ -807,13 +836,13 @@ fn main() {
         options.rate,
         options.duration.as_secs_f64()
     );
-    println!("| transport | delivery latency p50 / p99 | requests/s (push: lines sent) and new TCP connections/s at the server | bytes per delivered line: TCP payload (IP, kernel count) | server CPU per 1,000 deliveries | deliveries |");
-    println!("|---|---|---|---|---|---|");
+    println!("| transport | delivery latency p50 / p99 | requests/s (push: lines sent) and new TCP connections/s at the server | bytes per delivered line: TCP payload (IP, kernel count) | server CPU per 1,000 deliveries | deliveries | failed requests |");
+    println!("|---|---|---|---|---|---|---|");
     active_rows.iter().for_each(|row| println!("{row}"));
     if !idle_rows.is_empty() {
         println!("\n{} idle users, per idle user per minute:\n", options.idle);
-        println!("| transport | server CPU | requests | new TCP connections | bytes: TCP payload (IP, kernel count) |");
-        println!("|---|---|---|---|---|");
+        println!("| transport | server CPU | requests | new TCP connections | bytes: TCP payload (IP, kernel count) | failed requests |");
+        println!("|---|---|---|---|---|---|");
         idle_rows.iter().for_each(|row| println!("{row}"));
     }
 }
