@@ -112,6 +112,13 @@ impl Browser {
                 "browserName": "chrome",
                 "goog:chromeOptions": {
                     "binary": chromium,
+                    // A desktop window is at least 500 px wide; a phone's viewport is
+                    // emulated (the layout the page would get on a phone).
+                    "mobileEmulation": if width < 500 {
+                        json!({ "deviceMetrics": { "width": width, "height": height, "pixelRatio": 2 } })
+                    } else {
+                        json!({})
+                    },
                     // No sandbox: CI runs as root, where Chromium's sandbox cannot start.
                     "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                              "--disable-dev-shm-usage", "--no-first-run",
@@ -261,7 +268,7 @@ fn page_url(web: SocketAddr) -> String {
 fn the_page_chats_with_tcp_users_in_a_real_browser() {
     let (server, web) = start_web(web_config());
     let mut tcp = Client::named(server.local_addr(), "tcpuser");
-    let browser = Browser::open(420, 800); // a phone-sized window
+    let browser = Browser::open(390, 800); // a phone-sized viewport
 
     browser.go(&page_url(web));
     let nick = browser.wait_for("document.getElementById('me').textContent !== '…' && document.getElementById('me').textContent");
@@ -273,6 +280,20 @@ fn the_page_chats_with_tcp_users_in_a_real_browser() {
     );
     browser.wait_for(
         "[...document.querySelectorAll('#members li')].some(li => li.textContent === 'tcpuser')",
+    );
+    // Phone-sized: nothing wider than the screen, the input and its button on screen.
+    let layout = browser.run(
+        "const input = document.getElementById('input').getBoundingClientRect(); \
+         const send = document.getElementById('send').getBoundingClientRect(); \
+         return { overflow: document.documentElement.scrollWidth > window.innerWidth, \
+                  visible: input.width > 150 && send.right <= window.innerWidth \
+                           && send.bottom <= window.innerHeight, \
+                  width: window.innerWidth, \
+                  phone_layout: getComputedStyle(document.querySelector('main')).flexDirection };",
+    );
+    assert_eq!(
+        layout,
+        json!({ "overflow": false, "visible": true, "width": 390, "phone_layout": "column-reverse" })
     );
 
     browser.type_and_send("hello from chromium");
