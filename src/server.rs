@@ -149,7 +149,17 @@ impl Server {
             stopping: Arc::clone(&stopping),
             ids: Arc::clone(&ids),
         };
-        let acceptor = acceptor.start()?;
+        let acceptor = match acceptor.start() {
+            Ok(acceptor) => acceptor,
+            Err(e) => {
+                // Do not leave the web listener serving without its server.
+                #[cfg(feature = "web")]
+                if let Some(web) = &web {
+                    web.stop();
+                }
+                return Err(e);
+            }
+        };
         Ok(Server {
             inner: Arc::new(Inner {
                 local_addr,
