@@ -17,7 +17,14 @@
 //! 1. `accept`, the caps (`--max-clients`, `--max-per-ip`), two socket options;
 //! 2. `Event::Connected` to the dispatcher, which writes `HELLO` right away: the
 //!    dispatcher writes sockets anyway, and needs no reader thread for that;
-//! 3. the socket to the spawner thread, which creates the reader thread when it can.
+//! 3. the socket to the spawner thread, which creates the reader thread once the
+//!    acceptor has had a quiet moment (so that thread creation never competes with
+//!    draining the listen queue; see `spawner.rs`).
+//!
+//! Two more things keep `accept` itself from stalling: the file-descriptor table is
+//! grown to full size before the server starts (`fdtable.rs`), and the send-queue
+//! watchdog does not scan the kernel's socket table because of a storm's `HELLO`s
+//! (`sendq.rs`).
 //!
 //! Any line the client sends before its reader exists waits in the kernel's receive
 //! buffer, so nothing is lost; and since the acceptor queues `Connected` before the
@@ -132,6 +139,7 @@ impl Acceptor {
     ) {
         loop {
             let accepted = self.listener.accept();
+            spawner.arrived();
             if self.stopping.load(Ordering::SeqCst) {
                 if let Ok((stream, _)) = accepted {
                     self.turn_away(&stream);

@@ -68,6 +68,7 @@ mod connection;
 pub mod console;
 pub mod dispatcher;
 pub mod event;
+mod fdtable;
 pub mod frame;
 pub mod limits;
 pub mod netstat;

@@ -21,7 +21,7 @@ const RESERVED_MAPS: usize = 1024;
 /// File descriptors kept back for everything that is not a client: stdin/stdout/stderr,
 /// the listener, `/proc` reads, log files, and the one extra socket the acceptor must
 /// accept in order to tell a client `BYE server full`.
-const RESERVED_FDS: usize = 64;
+pub(crate) const RESERVED_FDS: usize = 64;
 
 /// Threads kept back for the server's own (acceptor, dispatcher, flusher, console,
 /// signal handler) and for an embedding program's.

@@ -14,7 +14,8 @@ use crate::acceptor::Acceptor;
 use crate::config::Config;
 use crate::dispatcher::{Dispatcher, OBSERVER_QUEUE};
 use crate::event::{ChatEvent, Event, IdSource, OperatorError, OperatorRequest};
-use crate::limits::{connection_cap, Cap};
+use crate::fdtable;
+use crate::limits::{self, connection_cap, Cap};
 use crate::netstat;
 use crate::stats::Stats;
 use crate::table::{SharedTable, Snapshot};
@@ -120,6 +121,9 @@ impl Server {
     pub fn from_listener(listener: TcpListener, config: Config) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
         let cap = connection_cap(config.max_clients);
+        // Before the server's threads exist, while growing is cheap: a table that had
+        // to grow during a storm of arrivals would stall `accept` (see `fdtable.rs`).
+        fdtable::make_room_for(cap.max_clients + limits::RESERVED_FDS);
         #[cfg(feature = "redis")]
         let cluster = config.cluster.clone();
         let config = Arc::new(config);

@@ -15,9 +15,12 @@ pub struct Stats {
     /// Lines queued for clients, one per recipient: every kind of line, not only
     /// messages (`/stats` says "lines written to clients").
     pub deliveries: AtomicU64,
-    /// Bytes queued for clients (what the send-queue watchdog uses to know whether
-    /// anyone could have fallen behind since it last looked).
-    pub bytes_queued: AtomicU64,
+    /// Bytes queued for clients that had already been sent `--max-pending` bytes since
+    /// they connected. Only such a client's kernel send queue can hold more than that,
+    /// so these are what the send-queue watchdog counts to know whether anyone could
+    /// have fallen behind since it last looked. (A storm of new clients, each sent one
+    /// `HELLO`, adds nothing here, and costs the watchdog no look.)
+    pub watched_bytes: AtomicU64,
     /// Of those dropped as too slow, the ones the send-queue watchdog found (their
     /// unacknowledged output in the kernel stayed over `--max-pending`).
     pub send_queue_drops: AtomicU64,

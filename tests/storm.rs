@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, ErrorKind};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,9 +24,10 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// Clients per connecting thread; two threads connect at once.
 const PER_THREAD: usize = 600;
 
-/// 1,200 clients connect as fast as two threads can open sockets, before reading
-/// anything; afterwards every one of them finds `HELLO` waiting as its first line, and
-/// the server counted each of them once.
+/// 1,200 clients connect as fast as two threads can open sockets and each sends a
+/// `/ping` at once, before reading anything; afterwards every one of them finds `HELLO`
+/// waiting as its first line and then its `PONG` (its reader thread, started after the
+/// storm, found the line waiting), and the server counted each of them once.
 #[test]
 fn a_burst_of_clients_is_greeted_every_one() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -41,12 +42,21 @@ fn a_burst_of_clients_is_greeted_every_one() {
         .collect();
     assert_eq!(clients.len(), 2 * PER_THREAD, "every connect() succeeded");
 
+    for (i, mut client) in clients.iter().enumerate() {
+        client.write_all(format!("/ping {i}\n").as_bytes()).unwrap();
+    }
     for (i, client) in clients.into_iter().enumerate() {
-        let first = first_line(client);
+        let mut lines = BufReader::new(client).lines();
+        let first = lines.next().and_then(Result::ok);
         assert!(
             first.as_deref().is_some_and(|l| l.starts_with("HELLO ")),
             "client {i} was not greeted: {first:?}"
         );
+        // Before the answer come the lobby's `JOIN`s, a few hundred at most: a room
+        // stops announcing arrivals past `--announce-max` (200) members.
+        let pong = format!("PONG {i}");
+        let answered = lines.take(1000).map_while(Result::ok).any(|l| l == pong);
+        assert!(answered, "client {i} got no {pong:?}");
     }
     assert_eq!(Stats::get(&server.stats().accepted), 2 * PER_THREAD as u64);
     server.shutdown();
@@ -133,14 +143,6 @@ fn connect_many(addr: SocketAddr, count: usize, stop: &AtomicBool) -> Vec<TcpStr
         }
     }
     clients
-}
-
-fn first_line(stream: TcpStream) -> Option<String> {
-    let mut line = String::new();
-    match BufReader::new(stream).read_line(&mut line) {
-        Ok(0) | Err(_) => None,
-        Ok(_) => Some(line.trim_end().to_string()),
-    }
 }
 
 /// Every line until the server closes (a reset ends it too). A client that never

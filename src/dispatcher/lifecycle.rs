@@ -28,6 +28,7 @@ impl DispatcherState {
             outbox: Arc::new(Outbox::new(transport)),
             dirty: false,
             closing: false,
+            received: 0,
         };
         self.out.clients.insert(id, client);
         if self.stopping {

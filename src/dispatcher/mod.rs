@@ -150,7 +150,7 @@ impl Dispatcher {
                 overflowed: Vec::new(),
                 max_pending: config.max_pending,
                 queued: 0,
-                queued_bytes: 0,
+                watched_bytes: 0,
                 flusher: flusher_jobs,
                 writer,
             },
@@ -362,8 +362,8 @@ impl DispatcherState {
             mem::take(&mut self.out.queued) as u64,
         );
         Stats::add(
-            &self.stats.bytes_queued,
-            mem::take(&mut self.out.queued_bytes) as u64,
+            &self.stats.watched_bytes,
+            mem::take(&mut self.out.watched_bytes) as u64,
         );
     }
 

@@ -16,6 +16,8 @@ pub(super) struct Client {
     pub(super) dirty: bool,
     /// Told `BYE` (or dropped as too slow); waiting for its reader to end.
     pub(super) closing: bool,
+    /// Bytes queued for it since it connected.
+    pub(super) received: u64,
 }
 
 /// The output side: each client's outbox, and which ones have something to write.
@@ -28,8 +30,9 @@ pub(super) struct Outputs {
     pub(super) max_pending: usize,
     /// Lines queued since the last write.
     pub(super) queued: usize,
-    /// Bytes queued since the last write.
-    pub(super) queued_bytes: usize,
+    /// Bytes queued since the last write for clients that have received at least
+    /// `max_pending` in all (see [`Stats::watched_bytes`](crate::stats::Stats)).
+    pub(super) watched_bytes: usize,
     /// Where outboxes go when their socket is full.
     pub(super) flusher: Sender<Arc<Outbox>>,
     /// The writer thread, which helps write long batches (see `shared_write.rs`).
@@ -56,7 +59,10 @@ impl Outputs {
         match pushed {
             Push::Queued => {
                 self.queued += 1;
-                self.queued_bytes += line.len();
+                client.received += line.len() as u64;
+                if client.received >= self.max_pending as u64 {
+                    self.watched_bytes += line.len();
+                }
                 if !client.dirty {
                     client.dirty = true;
                     self.dirty.push(id);
