@@ -41,7 +41,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::Config;
-use crate::event::{ClientId, Event};
+use crate::event::{ClientId, Event, IdSource};
 use crate::reply::Reply;
 use crate::sendq::{self, Peers, Watchdog};
 use crate::spawner::{NewConnection, Spawner};
@@ -57,6 +57,8 @@ pub(crate) struct Acceptor {
     pub(crate) max_clients: usize,
     /// Set by `Server::shutdown`, which then connects to the listener to wake `accept`.
     pub(crate) stopping: Arc<AtomicBool>,
+    /// Shared with the web listener (feature `web`), so ids never collide.
+    pub(crate) ids: Arc<IdSource>,
 }
 
 /// The connections admitted and not yet ended: what the caps count.
@@ -135,7 +137,6 @@ impl Acceptor {
         mut admitted: Admitted,
         ended: &Receiver<ClientId>,
     ) {
-        let mut next_id = 1u64;
         loop {
             let accepted = self.listener.accept();
             spawner.arrived();
@@ -168,8 +169,7 @@ impl Acceptor {
                 self.refuse(&stream, "too many connections from your address");
                 continue;
             }
-            let id = ClientId(next_id);
-            next_id += 1;
+            let id = self.ids.next();
             if self.greet_and_hand_off(id, peer, Arc::new(TcpConnection::new(stream)), &spawner) {
                 admitted.admit(id, peer, source);
             }
@@ -284,7 +284,7 @@ fn say_bye(stream: &TcpStream, reason: &str) {
 /// Reads off whatever the client already sent (without waiting, at most 64 KiB):
 /// closing a socket with unread input makes the kernel send a reset, which can destroy
 /// the `BYE` before the client reads it.
-fn discard_input(mut stream: &TcpStream) {
+pub(crate) fn discard_input(mut stream: &TcpStream) {
     if stream.set_nonblocking(true).is_err() {
         return;
     }
@@ -301,7 +301,7 @@ fn discard_input(mut stream: &TcpStream) {
 /// IPv4-mapped IPv6 address, `::ffff:a.b.c.d`, is the same IPv4 address). An IPv6 host
 /// usually owns a whole /64 and can pick any address in it, so for IPv6 the /64 prefix
 /// is the source; otherwise one machine could open unlimited connections.
-fn source_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -26,6 +26,22 @@ macro_rules! cluster_usage {
     };
 }
 
+/// The web flag in `--help`: only in a build with the `web` feature.
+#[cfg(feature = "web")]
+macro_rules! web_usage {
+    () => {
+        "  --web-addr HOST:PORT       also serve the chat page, WebSocket and HTTP polling
+                             on this address (e.g. 127.0.0.1:8080) [off]
+"
+    };
+}
+#[cfg(not(feature = "web"))]
+macro_rules! web_usage {
+    () => {
+        ""
+    };
+}
+
 /// The text of `--help`.
 pub const USAGE: &str = concat!(
     "\
@@ -53,6 +69,7 @@ options (defaults in brackets):
                              to everyone [200]
 ",
     cluster_usage!(),
+    web_usage!(),
     "\
   -h, --help                 this text
   -V, --version              the version
@@ -142,6 +159,14 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Invocation,
                 crate::cluster::wire::validate_node_name(&name)
                     .map_err(|e| format!("{flag}: {e}"))?;
                 node = Some(name);
+            }
+            #[cfg(feature = "web")]
+            "--web-addr" => {
+                let addr = value()?;
+                if std::net::ToSocketAddrs::to_socket_addrs(&addr).is_err() {
+                    return Err(format!("{flag}: expected HOST:PORT, got {addr:?}"));
+                }
+                config.web = Some(crate::web::WebConfig::new(&addr));
             }
             _ => return Err(format!("unknown option {arg}; --help lists them")),
         }
@@ -287,5 +312,28 @@ mod cluster_flags {
         assert!(not_a_url.contains("not a Redis URL"), "{not_a_url}");
         assert!(cluster(&["--redis", "redis://h:1", "--node", "a b"]).is_err());
         assert!(USAGE.contains("--redis URL"));
+    }
+}
+
+#[cfg(all(test, feature = "web"))]
+mod web_flags {
+    use super::*;
+
+    fn web(args: &[&str]) -> Result<Option<crate::web::WebConfig>, String> {
+        match parse_args(args.iter().map(|s| s.to_string()))? {
+            Invocation::Run { config, .. } => Ok(config.web),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn web_addr() {
+        assert_eq!(web(&[]), Ok(None));
+        let on = web(&["--web-addr", "127.0.0.1:8080"]).unwrap().unwrap();
+        assert_eq!(on.addr, "127.0.0.1:8080");
+        assert!(web(&["--web-addr=nonsense"])
+            .unwrap_err()
+            .contains("HOST:PORT"));
+        assert!(USAGE.contains("--web-addr HOST:PORT"));
     }
 }

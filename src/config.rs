@@ -79,6 +79,10 @@ pub struct Config {
     /// Redis (`--redis URL`, `--node NAME`). Default `None`: a single node.
     #[cfg(feature = "redis")]
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// The web listener (feature `web`): `Some` to also serve the chat page, WebSocket
+    /// and HTTP polling (`--web-addr HOST:PORT`). Default `None`: raw TCP only.
+    #[cfg(feature = "web")]
+    pub web: Option<crate::web::WebConfig>,
 }
 
 impl Default for Config {
@@ -98,6 +102,8 @@ impl Default for Config {
             close_grace: Duration::from_millis(500),
             #[cfg(feature = "redis")]
             cluster: None,
+            #[cfg(feature = "web")]
+            web: None,
         }
     }
 }

@@ -75,9 +75,9 @@ fn configure(stream: &TcpStream) -> io::Result<()> {
 }
 
 /// Publishes `Closed` for its connection when dropped.
-struct SendOnDrop {
-    events: Sender<Event>,
-    id: ClientId,
+pub(crate) struct SendOnDrop {
+    pub(crate) events: Sender<Event>,
+    pub(crate) id: ClientId,
 }
 
 impl Drop for SendOnDrop {
@@ -87,8 +87,11 @@ impl Drop for SendOnDrop {
     }
 }
 
-/// The state of one connection's reading side.
-struct Reader {
+/// The state of one connection's reading side: what each complete line means (the
+/// flood limit, the idle deadline, `/quit`, the events to publish). The TCP read loop
+/// below drives it; so do the web listener's WebSocket and polling clients (feature
+/// `web`), which is how they get the very same limits.
+pub(crate) struct Reader {
     id: ClientId,
     events: Sender<Event>,
     framer: LineFramer,
@@ -108,7 +111,7 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(id: ClientId, config: &Config, events: Sender<Event>) -> Reader {
+    pub(crate) fn new(id: ClientId, config: &Config, events: Sender<Event>) -> Reader {
         let now = Instant::now();
         Reader {
             id,
@@ -183,7 +186,7 @@ impl Reader {
     /// client has earned a line again (at most `FloodGuard::MAX_PAUSE`). Meanwhile the
     /// kernel's receive buffer fills and TCP makes the flooder wait: refusing a flood
     /// costs this server one read per pause, not one event per line.
-    fn pause_if_over_budget(&mut self) {
+    pub(crate) fn pause_if_over_budget(&mut self) {
         if !mem::take(&mut self.over_budget) || self.draining_until.is_some() {
             return;
         }
@@ -193,8 +196,26 @@ impl Reader {
         }
     }
 
+    /// When the connection counts as idle (moved on by every complete line).
+    #[cfg_attr(not(feature = "web"), allow(dead_code))]
+    pub(crate) fn idle_deadline(&self) -> Instant {
+        self.idle_deadline
+    }
+
+    /// Whether the connection is closing (after `/quit`, or a fatal limit).
+    #[cfg_attr(not(feature = "web"), allow(dead_code))]
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining_until.is_some()
+    }
+
+    /// Whether a line since the last call was over the flood limit (and dropped).
+    #[cfg_attr(not(feature = "web"), allow(dead_code))]
+    pub(crate) fn take_over_budget(&mut self) -> bool {
+        mem::take(&mut self.over_budget)
+    }
+
     /// Handles one frame; `false` when the dispatcher has gone away.
-    fn handle(&mut self, frame: Frame) -> bool {
+    pub(crate) fn handle(&mut self, frame: Frame) -> bool {
         if self.draining_until.is_some() {
             return true;
         }
@@ -290,7 +311,7 @@ impl Reader {
     }
 
     /// Asks the dispatcher to close this connection, then keeps draining input.
-    fn fatal(&mut self, reason: CloseReason) {
+    pub(crate) fn fatal(&mut self, reason: CloseReason) {
         if self.draining_until.is_none() {
             self.start_draining();
             let _ = self.events.send(Event::Fatal {

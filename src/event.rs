@@ -22,6 +22,23 @@ impl Display for ClientId {
     }
 }
 
+/// Hands out [`ClientId`]s, one counter for every listener (the TCP acceptor, and the
+/// web listener with the `web` feature), so that ids never collide.
+#[derive(Debug)]
+pub(crate) struct IdSource(std::sync::atomic::AtomicU64);
+
+impl IdSource {
+    /// A source whose first id is `conn-1`.
+    pub(crate) fn new() -> IdSource {
+        IdSource(std::sync::atomic::AtomicU64::new(1))
+    }
+
+    /// The next unused id.
+    pub(crate) fn next(&self) -> ClientId {
+        ClientId(self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// Why a connection ends: the text after `BYE` and after `LEAVE <room> <nick>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {

@@ -40,6 +40,7 @@
 //! | `sendq` (private) | the send-queue watchdog: clients that stopped reading while the kernel buffers for them |
 //! | [`transport`] | where output goes: a `TcpStream`, or a channel without sockets |
 //! | `cluster` (feature `redis`) | several nodes, one chat: room lines through Redis pub/sub, a register of nicks and nodes, history in Redis |
+//! | `web` (feature `web`) | the chat in a browser: the page, WebSocket and HTTP polling users |
 //! | [`alias`], [`clock`], [`stats`], [`config`], [`cli`], [`console`] | aliases, time, counters, settings, flags, the operator console |
 //!
 //! ## Threads
@@ -48,8 +49,10 @@
 //! `dispatcher` → sockets, with the `writer` thread taking half of a long batch;
 //! `flusher` retries the sockets of clients that read slowly, and `sendq-watch` finds
 //! the clients that stopped reading while the kernel still buffers for them. In
-//! cluster mode, `cluster-sub`, `cluster-pub` and `cluster-reg` talk to Redis. See the
-//! README's "How it works".
+//! cluster mode, `cluster-sub`, `cluster-pub` and `cluster-reg` talk to Redis. With the
+//! `web` feature: `web-acceptor`, one `web-N` per web connection (an HTTP client, or a
+//! WebSocket user for its whole life), and `web-sessions`, which expires polling
+//! sessions. See the README's "How it works".
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -80,6 +83,8 @@ pub mod stats;
 pub mod table;
 pub mod text;
 pub mod transport;
+#[cfg(feature = "web")]
+pub mod web;
 
 /// The README's Rust examples, compiled and run as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -49,6 +49,10 @@ fn main() -> ExitCode {
         "Underworld-Line on {} (type /help for operator commands, Ctrl-C to stop)",
         server.local_addr()
     );
+    #[cfg(feature = "web")]
+    if let Some(web) = server.web_addr() {
+        eprintln!("The chat in a browser: http://{web}/");
+    }
 
     // Ctrl-C and SIGTERM: the handler runs on ctrlc's own thread and only starts the
     // shutdown; `main` below waits for it to finish.

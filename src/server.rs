@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use crate::acceptor::Acceptor;
 use crate::config::Config;
 use crate::dispatcher::{Dispatcher, OBSERVER_QUEUE};
-use crate::event::{ChatEvent, Event, OperatorError, OperatorRequest};
+use crate::event::{ChatEvent, Event, IdSource, OperatorError, OperatorRequest};
 use crate::fdtable;
 use crate::limits::{self, connection_cap, Cap};
 use crate::netstat;
@@ -59,6 +59,9 @@ struct Inner {
     acceptor: Mutex<Option<JoinHandle<()>>>,
     #[cfg(feature = "redis")]
     cluster: Option<crate::cluster::ClusterConfig>,
+    /// The web listener (feature `web`), when `Config::web` asked for one.
+    #[cfg(feature = "web")]
+    web: Option<crate::web::WebListener>,
 }
 
 impl Inner {
@@ -67,6 +70,10 @@ impl Inner {
             return;
         }
         let _ = self.events.send(Event::Shutdown);
+        #[cfg(feature = "web")]
+        if let Some(web) = &self.web {
+            web.stop();
+        }
         // A blocking `accept` cannot be interrupted; connecting to ourselves wakes it.
         let mut wake = self.local_addr;
         if wake.ip().is_unspecified() {
@@ -121,10 +128,22 @@ impl Server {
         let cluster = config.cluster.clone();
         let config = Arc::new(config);
         log::info!("listening on {local_addr}; connection cap {cap}");
+        let ids = Arc::new(IdSource::new());
         let dispatcher = Dispatcher::spawn(Arc::clone(&config), true)?;
         let events = dispatcher.sender();
         let stats = Arc::clone(dispatcher.stats());
         let stopping = Arc::new(AtomicBool::new(false));
+        #[cfg(feature = "web")]
+        let web = match &config.web {
+            Some(web) => Some(crate::web::WebListener::start(
+                web,
+                Arc::clone(&config),
+                events.clone(),
+                Arc::clone(&ids),
+                cap.max_clients,
+            )?),
+            None => None,
+        };
         let acceptor = Acceptor {
             listener,
             events: events.clone(),
@@ -132,8 +151,19 @@ impl Server {
             stats: Arc::clone(&stats),
             max_clients: cap.max_clients,
             stopping: Arc::clone(&stopping),
+            ids: Arc::clone(&ids),
         };
-        let acceptor = acceptor.start()?;
+        let acceptor = match acceptor.start() {
+            Ok(acceptor) => acceptor,
+            Err(e) => {
+                // Do not leave the web listener serving without its server.
+                #[cfg(feature = "web")]
+                if let Some(web) = &web {
+                    web.stop();
+                }
+                return Err(e);
+            }
+        };
         Ok(Server {
             inner: Arc::new(Inner {
                 local_addr,
@@ -148,6 +178,8 @@ impl Server {
                 acceptor: Mutex::new(Some(acceptor)),
                 #[cfg(feature = "redis")]
                 cluster,
+                #[cfg(feature = "web")]
+                web,
             }),
         })
     }
@@ -167,6 +199,10 @@ impl Server {
     /// Waits until every thread of the server has ended. Returns at once if it already
     /// has; may be called from several threads.
     pub fn join(&self) {
+        #[cfg(feature = "web")]
+        if let Some(web) = &self.inner.web {
+            web.join();
+        }
         if let Some(acceptor) = self.inner.acceptor.lock().take() {
             if acceptor.join().is_err() {
                 log::error!("the acceptor thread panicked");
@@ -265,6 +301,12 @@ impl Server {
     #[cfg(feature = "redis")]
     pub fn cluster(&self) -> Option<&crate::cluster::ClusterConfig> {
         self.inner.cluster.as_ref()
+    }
+
+    /// The web listener's address (feature `web`), when [`Config::web`] asked for one.
+    #[cfg(feature = "web")]
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.inner.web.as_ref().map(|web| web.local_addr())
     }
 
     /// How long the server has been running.

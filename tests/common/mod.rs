@@ -287,6 +287,11 @@ pub fn open_files() -> usize {
 /// not, and a binary left from an earlier run may be stale. So the test asks cargo to
 /// build it: a no-op taking a fraction of a second when it is already up to date.
 pub fn example_binary(name: &str) -> std::path::PathBuf {
+    example_binary_with(name, &[])
+}
+
+/// [`example_binary`] for an example that needs cargo features (`required-features`).
+pub fn example_binary_with(name: &str, features: &[&str]) -> std::path::PathBuf {
     use std::collections::HashMap;
     use std::path::PathBuf;
     use std::process::Command;
@@ -312,6 +317,9 @@ pub fn example_binary(name: &str) -> std::path::PathBuf {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["build", "--quiet", "--example", name, "--target-dir"])
         .arg(target_dir);
+    if !features.is_empty() {
+        build.args(["--features", &features.join(",")]);
+    }
     // The "dev" and "test" profiles build into debug/; the others into their name.
     if profile != "debug" {
         build.args(["--profile", profile]);

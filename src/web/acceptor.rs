@@ -1,0 +1,189 @@
+//! The `web-acceptor` thread: accepts each connection to the web listener, applies the
+//! same caps as the TCP listener (`--max-clients`, `--max-per-ip`), and gives the
+//! connection its own `web-N` thread, which reads requests (and, after an upgrade,
+//! WebSocket messages) until the connection ends.
+//!
+//! Unlike the TCP acceptor, it starts threads itself: an HTTP client that is refused or
+//! kept waiting retries, and the first thing a web connection needs is a reader anyway
+//! (the client speaks first). A refused connection gets an HTTP answer: `503` when the
+//! listener is full, `429` when its address has too many connections.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::http::{write_response, Response};
+use super::routes::serve_connection;
+use super::Context;
+use crate::acceptor::{discard_input, source_key};
+use crate::transport::{TcpConnection, Transport};
+
+/// A connection being served.
+struct Live {
+    source: IpAddr,
+    /// Weak: the socket must close when its thread (or, for a WebSocket, the
+    /// dispatcher) lets go of it, not when the acceptor next looks.
+    connection: Weak<TcpConnection>,
+    /// Set by the connection thread once it is a WebSocket: from then on the
+    /// dispatcher owns its end (a `BYE` and a close frame), not the acceptor.
+    upgraded: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+/// The connections being served, and how many come from each source.
+#[derive(Default)]
+struct Served {
+    live: HashMap<u64, Live>,
+    per_source: HashMap<IpAddr, usize>,
+}
+
+impl Served {
+    /// Joins the threads that have ended and frees their slots.
+    fn release(&mut self, ended: &Receiver<u64>) {
+        for number in ended.try_iter() {
+            let Some(live) = self.live.remove(&number) else {
+                continue;
+            };
+            let _ = live.thread.join();
+            if let Some(count) = self.per_source.get_mut(&live.source) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_source.remove(&live.source);
+                }
+            }
+        }
+    }
+}
+
+/// Runs the accept loop until `stopping` is set (and the listener woken).
+pub(super) fn run(
+    listener: TcpListener,
+    context: &Arc<Context>,
+    stopping: &AtomicBool,
+    max_clients: usize,
+) {
+    let (ended_tx, ended) = crossbeam_channel::unbounded::<u64>();
+    let mut served = Served::default();
+    let mut next_number = 1u64;
+    loop {
+        let accepted = listener.accept();
+        if stopping.load(Ordering::SeqCst) {
+            // Usually `WebListener::stop`'s own wake-up connection: not logged as a
+            // refusal.
+            if let Ok((stream, _)) = accepted {
+                answer_and_close(&stream, &Response::error(503, "the server is stopping"));
+            }
+            break;
+        }
+        served.release(&ended);
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                log::warn!("web: accept failed: {e}");
+                // Out of file descriptors would fail again at once: pause, not spin.
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if served.live.len() >= max_clients {
+            refuse(&stream, Response::error(503, "server full"));
+            continue;
+        }
+        let source = source_key(peer.ip());
+        let from_source = served.per_source.get(&source).copied().unwrap_or(0);
+        let max_per_ip = context.config.max_per_ip;
+        if max_per_ip > 0 && from_source >= max_per_ip {
+            let why = "too many connections from your address";
+            refuse(&stream, Response::error(429, why));
+            continue;
+        }
+        let number = next_number;
+        next_number += 1;
+        let connection = Arc::new(TcpConnection::new(stream));
+        let upgraded = Arc::new(AtomicBool::new(false));
+        let finished = Finished {
+            number,
+            to: ended_tx.clone(),
+        };
+        let spawned = {
+            let (connection, upgraded, context) = (
+                Arc::clone(&connection),
+                Arc::clone(&upgraded),
+                Arc::clone(context),
+            );
+            thread::Builder::new()
+                .name(format!("web-{number}"))
+                .stack_size(context.config.thread_stack)
+                .spawn(move || {
+                    let _finished = finished;
+                    serve_connection(&connection, source, &upgraded, &context);
+                    if !upgraded.load(Ordering::SeqCst) {
+                        // Plain HTTP: done with this socket. (A WebSocket's end is the
+                        // dispatcher's: it may still be writing the `BYE`.)
+                        connection.close();
+                    }
+                })
+        };
+        match spawned {
+            Ok(thread) => {
+                *served.per_source.entry(source).or_default() += 1;
+                let live = Live {
+                    source,
+                    connection: Arc::downgrade(&connection),
+                    upgraded,
+                    thread,
+                };
+                served.live.insert(number, live);
+            }
+            Err(e) => {
+                log::error!("web: could not start a thread: {e}");
+                refuse(connection.stream(), Response::error(503, "server full"));
+            }
+        }
+    }
+    // Wake the threads still reading plain HTTP requests (a kept-alive connection
+    // waits up to the request timeout); WebSocket users and long polls end as the
+    // dispatcher says `BYE` to them. Then join them all.
+    for live in served.live.values() {
+        if !live.upgraded.load(Ordering::SeqCst) {
+            if let Some(connection) = live.connection.upgrade() {
+                connection.close();
+            }
+        }
+    }
+    for (_, live) in served.live.drain() {
+        let _ = live.thread.join();
+    }
+    log::debug!("web acceptor stopped");
+}
+
+/// Answers a connection we will not serve, and closes it.
+fn refuse(stream: &TcpStream, response: Response) {
+    log::info!("web: refused a connection ({})", response.status);
+    answer_and_close(stream, &response);
+}
+
+/// Writes one response to a brand-new connection (its buffer is empty, so this short
+/// write does not wait), then closes it without a reset.
+fn answer_and_close(stream: &TcpStream, response: &Response) {
+    let _ = write_response(stream, response, false, false, Duration::from_millis(100));
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    discard_input(stream);
+}
+
+/// Tells the acceptor, when dropped (even by a panic), that a connection thread is done.
+struct Finished {
+    number: u64,
+    to: Sender<u64>,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let _ = self.to.send(self.number);
+    }
+}
