@@ -176,7 +176,11 @@ mod tests {
         // Not exactly equal: the cap counts this process's memory mappings, and tests
         // running alongside start and end threads (4 mappings each) between the calls.
         let os = os_cap().max_clients;
-        assert!(huge.max_clients.abs_diff(os) <= 64, "{} vs {os}", huge.max_clients);
+        assert!(
+            huge.max_clients.abs_diff(os) <= 64,
+            "{} vs {os}",
+            huge.max_clients
+        );
         assert!(huge.reason.contains("lowered"));
     }
 }
