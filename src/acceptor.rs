@@ -42,6 +42,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::Config;
 use crate::event::{ClientId, Event, IdSource};
+use crate::limits::Slots;
 use crate::reply::Reply;
 use crate::sendq::{self, Peers, Watchdog};
 use crate::spawner::{NewConnection, Spawner};
@@ -54,7 +55,8 @@ pub(crate) struct Acceptor {
     pub(crate) events: Sender<Event>,
     pub(crate) config: Arc<Config>,
     pub(crate) stats: Arc<Stats>,
-    pub(crate) max_clients: usize,
+    /// The connection cap, shared with the web listener (feature `web`).
+    pub(crate) slots: Arc<Slots>,
     /// Set by `Server::shutdown`, which then connects to the listener to wake `accept`.
     pub(crate) stopping: Arc<AtomicBool>,
     /// Shared with the web listener (feature `web`), so ids never collide.
@@ -73,6 +75,7 @@ struct Admitted {
 }
 
 impl Admitted {
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.live.len()
     }
@@ -89,6 +92,8 @@ impl Admitted {
     }
 
     /// Frees the slots of connections whose thread has ended (or never started).
+    /// (The spawner has already given their slots under the shared cap back, as it
+    /// joined them; these are this listener's own counts.)
     fn release(&mut self, ended: &Receiver<ClientId>) {
         for id in ended.try_iter() {
             let Some((peer, source)) = self.live.remove(&id) else {
@@ -121,6 +126,7 @@ impl Acceptor {
             Arc::clone(&self.config),
             self.events.clone(),
             Arc::clone(&self.stats),
+            Arc::clone(&self.slots),
             ended_tx,
         )?;
         let admitted = Admitted::default();
@@ -147,8 +153,10 @@ impl Acceptor {
                 self.turn_away_the_queue();
                 break;
             }
-            // Slots are freed here, on each accept, because this thread blocks in
-            // `accept` and has no other moment; it is exactly when the caps need them.
+            // This listener's own counts (per address, the watchdog's map) are updated
+            // here, on each accept, because this thread blocks in `accept` and has no
+            // other moment; it is exactly when `--max-per-ip` needs them. (The shared
+            // cap's slots are given back by the spawner, as it joins each thread.)
             admitted.release(ended);
             let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
@@ -160,18 +168,20 @@ impl Acceptor {
                     continue;
                 }
             };
-            if admitted.len() >= self.max_clients {
-                self.refuse(&stream, "server full");
-                continue;
-            }
             let source = source_key(peer.ip());
             if self.config.max_per_ip > 0 && admitted.count_from(source) >= self.config.max_per_ip {
                 self.refuse(&stream, "too many connections from your address");
                 continue;
             }
+            if !self.slots.take() {
+                self.refuse(&stream, "server full");
+                continue;
+            }
             let id = self.ids.next();
             if self.greet_and_hand_off(id, peer, Arc::new(TcpConnection::new(stream)), &spawner) {
                 admitted.admit(id, peer, source);
+            } else {
+                self.slots.give_back();
             }
         }
 

@@ -8,6 +8,7 @@
 
 use std::fmt::{self, Display};
 use std::fs;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Memory mappings one thread costs: its stack and the guard page below it, plus the
 /// alternate signal stack and its guard that Rust's std gives every thread (to report
@@ -26,6 +27,39 @@ pub(crate) const RESERVED_FDS: usize = 64;
 /// Threads kept back for the server's own (acceptor, dispatcher, flusher, console,
 /// signal handler) and for an embedding program's.
 const RESERVED_THREADS: usize = 64;
+
+/// The connection cap as slots, shared by every listener (the TCP one, and the web one
+/// with the `web` feature). A connection holds a slot for as long as its thread lives,
+/// so that all listeners together stay below the limit whose crossing would abort the
+/// process, however the users split between them.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    taken: AtomicUsize,
+    max: usize,
+}
+
+impl Slots {
+    pub(crate) fn new(max: usize) -> Slots {
+        Slots {
+            taken: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Takes a slot; `false` when all are taken.
+    pub(crate) fn take(&self) -> bool {
+        self.taken
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Frees a slot taken with [`take`](Self::take).
+    pub(crate) fn give_back(&self) {
+        self.taken.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// What a limit allows and where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

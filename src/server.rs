@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::dispatcher::{Dispatcher, OBSERVER_QUEUE};
 use crate::event::{ChatEvent, Event, IdSource, OperatorError, OperatorRequest};
 use crate::fdtable;
-use crate::limits::{self, connection_cap, Cap};
+use crate::limits::{self, connection_cap, Cap, Slots};
 use crate::netstat;
 use crate::stats::Stats;
 use crate::table::{SharedTable, Snapshot};
@@ -129,6 +129,8 @@ impl Server {
         let config = Arc::new(config);
         log::info!("listening on {local_addr}; connection cap {cap}");
         let ids = Arc::new(IdSource::new());
+        // One cap for every listener: together they must stay below the thread limit.
+        let slots = Arc::new(Slots::new(cap.max_clients));
         let dispatcher = Dispatcher::spawn(Arc::clone(&config), true)?;
         let events = dispatcher.sender();
         let stats = Arc::clone(dispatcher.stats());
@@ -140,7 +142,7 @@ impl Server {
                 Arc::clone(&config),
                 events.clone(),
                 Arc::clone(&ids),
-                cap.max_clients,
+                Arc::clone(&slots),
             )?),
             None => None,
         };
@@ -149,7 +151,7 @@ impl Server {
             events: events.clone(),
             config,
             stats: Arc::clone(&stats),
-            max_clients: cap.max_clients,
+            slots,
             stopping: Arc::clone(&stopping),
             ids: Arc::clone(&ids),
         };

@@ -24,6 +24,7 @@ use crossbeam_channel::{select, Receiver, Sender, TryRecvError};
 use crate::config::Config;
 use crate::connection::run_connection;
 use crate::event::{ClientId, CloseReason, Event};
+use crate::limits::Slots;
 use crate::stats::Stats;
 use crate::transport::TcpConnection;
 
@@ -98,6 +99,7 @@ impl Spawner {
         config: Arc<Config>,
         events: Sender<Event>,
         stats: Arc<Stats>,
+        slots: Arc<Slots>,
         ended: Sender<ClientId>,
     ) -> io::Result<Spawner> {
         // Unbounded, and that is safe: the acceptor admits at most `max_clients`
@@ -108,6 +110,7 @@ impl Spawner {
             config,
             events,
             stats,
+            slots,
             ended,
             running: HashMap::new(),
             arrivals: Arc::clone(&arrivals),
@@ -149,6 +152,10 @@ struct SpawnerState {
     config: Arc<Config>,
     events: Sender<Event>,
     stats: Arc<Stats>,
+    /// The connection cap shared by every listener: a slot is given back as soon as
+    /// its thread is joined (not when the acceptor next wakes, which may be long
+    /// after, while the web listener is refusing people).
+    slots: Arc<Slots>,
     ended: Sender<ClientId>,
     running: HashMap<ClientId, JoinHandle<()>>,
     arrivals: Arc<ArrivalClock>,
@@ -274,6 +281,7 @@ impl SpawnerState {
                 let reason = CloseReason::ServerFull;
                 let _ = self.events.send(Event::Fatal { id, reason });
                 let _ = self.events.send(Event::Closed { id });
+                self.slots.give_back();
                 let _ = self.ended.send(id);
             }
         }
@@ -282,6 +290,7 @@ impl SpawnerState {
     fn join(&mut self, id: ClientId) {
         if let Some(thread) = self.running.remove(&id) {
             let _ = thread.join();
+            self.slots.give_back();
             let _ = self.ended.send(id);
         }
     }

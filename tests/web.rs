@@ -651,3 +651,42 @@ fn the_push_poll_comparison_runs() {
         assert!(deliveries > 0, "{transport} delivered nothing:\n{stdout}");
     }
 }
+
+/// `--max-clients` is one cap for both listeners (each connection is a thread, and the
+/// thread limit is the process's, not a listener's): with a WebSocket user and a TCP
+/// user in, a third is refused on either listener; when the WebSocket user leaves, its
+/// slot is free again for a TCP user, and when a TCP user leaves, for a web visitor
+/// (neither waits for someone to connect to the listener the leaver came from).
+#[test]
+fn both_listeners_share_one_connection_cap() {
+    let config = Config {
+        max_clients: Some(2),
+        ..web_config()
+    };
+    let (server, web) = start_web(config);
+    let ws = WsClient::connect(web);
+    let tcp = Client::connect(server.local_addr());
+    assert_eq!(
+        Client::connect_raw(server.local_addr()).expect_bye(),
+        "server full"
+    );
+    assert_eq!(get(web, "/").status, 503);
+
+    drop(ws);
+    let mut newcomer = None;
+    common::eventually("the WebSocket user's slot is free again", || {
+        let mut next = Client::connect_raw(server.local_addr());
+        let greeted = next.line().starts_with("HELLO ");
+        newcomer = greeted.then_some(next);
+        greeted
+    });
+    assert_eq!(get(web, "/").status, 503, "full again");
+
+    drop(tcp);
+    common::eventually("the TCP user's slot is free for the web", || {
+        get(web, "/").status == 200
+    });
+    drop(newcomer);
+    server.shutdown();
+    server.join();
+}

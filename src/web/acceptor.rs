@@ -12,15 +12,17 @@ use std::collections::HashMap;
 use std::net::{IpAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::http::{write_response, Response};
+use super::joiner::Joiner;
 use super::routes::serve_connection;
 use super::Context;
 use crate::acceptor::{discard_input, source_key};
+use crate::limits::Slots;
 use crate::transport::{TcpConnection, Transport};
 
 /// A connection being served.
@@ -32,7 +34,6 @@ struct Live {
     /// Set by the connection thread once it is a WebSocket: from then on the
     /// dispatcher owns its end (a `BYE` and a close frame), not the acceptor.
     upgraded: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
 }
 
 /// The connections being served, and how many come from each source.
@@ -43,13 +44,13 @@ struct Served {
 }
 
 impl Served {
-    /// Joins the threads that have ended and frees their slots.
-    fn release(&mut self, ended: &Receiver<u64>) {
-        for number in ended.try_iter() {
+    /// Forgets the connections whose threads the joiner has joined (it freed their
+    /// slots under the cap at once; the per-address counts are this listener's own).
+    fn release(&mut self, released: &Receiver<u64>) {
+        for number in released.try_iter() {
             let Some(live) = self.live.remove(&number) else {
                 continue;
             };
-            let _ = live.thread.join();
             if let Some(count) = self.per_source.get_mut(&live.source) {
                 *count -= 1;
                 if *count == 0 {
@@ -65,9 +66,17 @@ pub(super) fn run(
     listener: TcpListener,
     context: &Arc<Context>,
     stopping: &AtomicBool,
-    max_clients: usize,
+    slots: &Arc<Slots>,
 ) {
     let (ended_tx, ended) = crossbeam_channel::unbounded::<u64>();
+    let (released_tx, released) = crossbeam_channel::unbounded::<u64>();
+    let joiner = match Joiner::start(ended, Arc::clone(slots), released_tx) {
+        Ok(joiner) => joiner,
+        Err(e) => {
+            log::error!("web: could not start the joiner thread: {e}");
+            return;
+        }
+    };
     let mut served = Served::default();
     let mut next_number = 1u64;
     loop {
@@ -80,7 +89,7 @@ pub(super) fn run(
             }
             break;
         }
-        served.release(&ended);
+        served.release(&released);
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -90,16 +99,17 @@ pub(super) fn run(
                 continue;
             }
         };
-        if served.live.len() >= max_clients {
-            refuse(&stream, Response::error(503, "server full"));
-            continue;
-        }
         let source = source_key(peer.ip());
         let from_source = served.per_source.get(&source).copied().unwrap_or(0);
         let max_per_ip = context.config.max_per_ip;
         if max_per_ip > 0 && from_source >= max_per_ip {
             let why = "too many connections from your address";
             refuse(&stream, Response::error(429, why));
+            continue;
+        }
+        // One cap for both listeners: together they must stay below the thread limit.
+        if !slots.take() {
+            refuse(&stream, Response::error(503, "server full"));
             continue;
         }
         let number = next_number;
@@ -136,11 +146,12 @@ pub(super) fn run(
                     source,
                     connection: Arc::downgrade(&connection),
                     upgraded,
-                    thread,
                 };
                 served.live.insert(number, live);
+                joiner.watch(number, thread);
             }
             Err(e) => {
+                slots.give_back();
                 log::error!("web: could not start a thread: {e}");
                 refuse(connection.stream(), Response::error(503, "server full"));
             }
@@ -156,9 +167,7 @@ pub(super) fn run(
             }
         }
     }
-    for (_, live) in served.live.drain() {
-        let _ = live.thread.join();
-    }
+    joiner.finish();
     log::debug!("web acceptor stopped");
 }
 

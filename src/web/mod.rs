@@ -37,9 +37,11 @@ use parking_lot::Mutex;
 
 use crate::config::Config;
 use crate::event::{Event, IdSource};
+use crate::limits::Slots;
 
 mod acceptor;
 mod http;
+mod joiner;
 mod routes;
 mod sessions;
 mod websocket;
@@ -106,7 +108,7 @@ impl WebListener {
         config: Arc<Config>,
         events: Sender<Event>,
         ids: Arc<IdSource>,
-        max_clients: usize,
+        slots: Arc<Slots>,
     ) -> io::Result<WebListener> {
         let listener = TcpListener::bind(&web.addr)?;
         let local_addr = listener.local_addr()?;
@@ -126,7 +128,7 @@ impl WebListener {
             let stopping = Arc::clone(&stopping);
             thread::Builder::new()
                 .name("web-acceptor".into())
-                .spawn(move || acceptor::run(listener, &context, &stopping, max_clients))?
+                .spawn(move || acceptor::run(listener, &context, &stopping, &slots))?
         };
         Ok(WebListener {
             local_addr,
