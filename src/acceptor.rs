@@ -281,6 +281,21 @@ impl Acceptor {
     }
 }
 
+/// Wakes a thread blocked in `accept` on the listener at `listener` (its stop flag set
+/// first): a blocking `accept` cannot be interrupted, but a connection ends it. The
+/// connection comes from this machine, so a listener on every address (`0.0.0.0`,
+/// `::`) is reached through the loopback address.
+pub(crate) fn wake_accept(listener: SocketAddr) {
+    let mut wake = listener;
+    if wake.ip().is_unspecified() {
+        wake.set_ip(match wake {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+}
+
 /// Writes `BYE <reason>` to a brand-new socket and half-closes it. Its buffer is empty,
 /// so this short write cannot block; the timeout is there all the same.
 fn say_bye(stream: &TcpStream, reason: &str) {

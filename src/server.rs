@@ -1,7 +1,7 @@
 //! [`Server`]: the whole chat server in-process, and the handle to control it.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -74,15 +74,7 @@ impl Inner {
         if let Some(web) = &self.web {
             web.stop();
         }
-        // A blocking `accept` cannot be interrupted; connecting to ourselves wakes it.
-        let mut wake = self.local_addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => [127, 0, 0, 1].into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        crate::acceptor::wake_accept(self.local_addr);
     }
 }
 

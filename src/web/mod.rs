@@ -26,7 +26,7 @@
 //! | `page.html` | the chat page: HTML, CSS and JS in one file |
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -149,15 +149,7 @@ impl WebListener {
             return;
         }
         self.stop_reaper.lock().take();
-        // A blocking `accept` cannot be interrupted; connecting to ourselves wakes it.
-        let mut wake = self.local_addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => [127, 0, 0, 1].into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        crate::acceptor::wake_accept(self.local_addr);
     }
 
     /// Waits for the listener's threads (and, through the acceptor, every connection
