@@ -56,13 +56,7 @@ impl Client {
     /// Connects and reads `HELLO` and the `JOIN lobby` that follows it.
     pub fn connect(addr: SocketAddr) -> Client {
         let mut client = Client::connect_raw(addr);
-        let hello = client.line();
-        let nick = hello
-            .strip_prefix("HELLO ")
-            .and_then(|rest| rest.split(' ').next())
-            .unwrap_or_else(|| panic!("expected HELLO, got {hello:?}"))
-            .to_string();
-        client.nick = nick;
+        client.nick = nick_of_hello(&client.line());
         let join = client.line();
         assert_eq!(join, format!("JOIN lobby {}", client.nick));
         client
@@ -255,6 +249,15 @@ impl Client {
         let _ = self.reader.read_to_end(&mut all);
         all
     }
+}
+
+/// The alias a `HELLO <nick> …` line gives; panics on any other line.
+pub fn nick_of_hello(hello: &str) -> String {
+    hello
+        .strip_prefix("HELLO ")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("expected HELLO, got {hello:?}"))
+        .to_string()
 }
 
 /// Polls `condition` until it holds (for state that has no reply line to wait for, such

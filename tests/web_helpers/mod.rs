@@ -128,13 +128,7 @@ impl WsClient {
     /// Connects to `/ws` and reads `HELLO` and the `JOIN lobby` after it.
     pub fn connect(addr: SocketAddr) -> WsClient {
         let mut client = WsClient::connect_raw(addr);
-        let hello = client.line();
-        let nick = hello
-            .strip_prefix("HELLO ")
-            .and_then(|rest| rest.split(' ').next())
-            .unwrap_or_else(|| panic!("expected HELLO, got {hello:?}"))
-            .to_string();
-        client.nick = nick;
+        client.nick = crate::common::nick_of_hello(&client.line());
         assert_eq!(client.line(), format!("JOIN lobby {}", client.nick));
         client
     }
