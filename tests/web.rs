@@ -690,3 +690,41 @@ fn both_listeners_share_one_connection_cap() {
     server.shutdown();
     server.join();
 }
+
+/// A WebSocket user far behind (megabytes queued for it while it did not read) gets
+/// every line once it reads again, the last one included, with nothing said after it
+/// to push it out: no frame waits in the transport unseen by the outbox.
+#[test]
+fn a_websocket_user_far_behind_gets_every_line_when_it_reads_again() {
+    let config = Config {
+        max_pending: 64 * 1024 * 1024,
+        ..web_config()
+    };
+    let (server, web) = start_web(config);
+    let mut talker = Client::named(server.local_addr(), "talker");
+    let mut ws = WsClient::connect(web);
+    talker.expect(&format!("JOIN lobby {}", ws.nick));
+    let filler = "x".repeat(900);
+    // ~27 MB: more than the kernel buffers on both sides (4 + 6 MiB at most here).
+    const LINES: usize = 30_000;
+    for i in 0..LINES {
+        talker.send(&format!("{i} {filler}"));
+    }
+    talker.send("LAST");
+    // The talker's own copy of LAST: the dispatcher has queued it for everyone.
+    talker.expect("MSG lobby talker LAST");
+
+    let mut received = 0;
+    loop {
+        let line = ws.line();
+        if line == "MSG lobby talker LAST" {
+            break;
+        }
+        if line == format!("MSG lobby talker {received} {filler}") {
+            received += 1;
+        }
+    }
+    assert_eq!(received, LINES, "every line, in order, before LAST");
+    server.shutdown();
+    server.join();
+}

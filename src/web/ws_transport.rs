@@ -13,14 +13,18 @@
 //!   frame bytes without blocking, exactly as a TCP client's line.
 //!
 //! This is the second. The outbox already queues, bounds and retries a client's bytes;
-//! this transport only turns its lines into frames. A frame the socket took only in part
-//! waits in `unsent` and goes before anything else; while it waits the transport
-//! accepts nothing (`WouldBlock`), so the outbox backs up and the slow-reader rules
-//! apply unchanged. Control frames from the reader side (tungstenite's automatic pong,
+//! this transport only turns its lines into frames, one line at a time, and tells the
+//! outbox it took a line only once the line's whole frame is in the socket. A frame the
+//! socket took only in part waits in `unsent` and goes before anything else; its line
+//! stays in the outbox (which therefore backs up, so the flusher comes back), and is
+//! counted as taken, without being framed again, once the rest of its frame is out.
+//! So nothing waits here unseen by the outbox, and the slow-reader rules apply
+//! unchanged. Control frames from the reader side (tungstenite's automatic pong,
 //! the reply to a client's close) go through the same `unsent`, so frames never
 //! interleave.
 
 use std::io;
+use std::mem;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -46,6 +50,9 @@ struct Framing {
     unsent: Vec<u8>,
     /// The start of a line whose end has not arrived yet.
     partial: Vec<u8>,
+    /// The length of the line (newline included) whose frame went out only in part:
+    /// still at the front of the outbox, already framed in `unsent`.
+    framed_ahead: usize,
     /// The reason of the last `BYE` line sent: the close frame carries it.
     bye: Option<String>,
     /// The close frame is queued: nothing more may be written.
@@ -108,12 +115,16 @@ impl Transport for WsConnection {
         if !out.unsent.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        for chunk in bytes.split_inclusive(|&b| b == b'\n') {
+        // The line whose frame was out in part last time is at the front of `bytes`:
+        // its frame is now complete, so it is taken, without framing it again.
+        let mut taken = mem::take(&mut out.framed_ahead).min(bytes.len());
+        for chunk in bytes[taken..].split_inclusive(|&b| b == b'\n') {
             let Some(end) = chunk.strip_suffix(b"\n") else {
                 out.partial.extend_from_slice(chunk);
+                taken += chunk.len();
                 break;
             };
-            let mut line = std::mem::take(&mut out.partial);
+            let mut line = mem::take(&mut out.partial);
             line.extend_from_slice(end);
             // The dispatcher writes valid UTF-8; lossy only so a bug cannot panic here.
             let text = String::from_utf8_lossy(&line).into_owned();
@@ -124,9 +135,18 @@ impl Transport for WsConnection {
             frame
                 .format(&mut out.unsent)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            self.write_unsent(&mut out)?;
+            if !out.unsent.is_empty() {
+                // The socket is full in the middle of this line's frame.
+                out.framed_ahead = chunk.len();
+                break;
+            }
+            taken += chunk.len();
         }
-        self.write_unsent(&mut out)?;
-        Ok(bytes.len())
+        if taken == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(taken)
     }
 
     /// The close frame, carrying the `BYE` reason, after everything sent; then a FIN
