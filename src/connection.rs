@@ -264,6 +264,16 @@ impl Reader {
         }
     }
 
+    /// A WebSocket ping or pong (feature `web`): no line, but it costs the server a
+    /// write (the pong), so it counts against the flood limit like a line, and over the
+    /// limit reading pauses as it does for lines (a long flood ends in `BYE flooding`).
+    #[cfg_attr(not(feature = "web"), allow(dead_code))]
+    pub(crate) fn count_control_frame(&mut self) {
+        if !self.within_rate(None) {
+            self.pause_if_over_budget();
+        }
+    }
+
     /// Checks the flood limit for one line (`None`: a line too long to keep). `false`
     /// means "drop it"; when the flooding has lasted too long this also starts closing.
     fn within_rate(&mut self, line: Option<&[u8]>) -> bool {

@@ -298,6 +298,30 @@ fn websocket_users_are_rate_limited() {
     server.join();
 }
 
+/// WebSocket pings count against the flood limit like lines (each costs the server a
+/// pong): after a burst of pings, the next line is over the limit.
+#[test]
+fn websocket_pings_count_against_the_flood_limit() {
+    let config = Config {
+        rate_limit: Some(RateLimit {
+            burst: 2,
+            per_second: 0.5,
+        }),
+        ..web_config()
+    };
+    let (server, web) = start_web(config);
+    let mut ws = WsClient::connect(web);
+    for _ in 0..10 {
+        ws.socket
+            .send(Message::Ping(b"flood".to_vec().into()))
+            .expect("send a ping");
+    }
+    ws.send("/ping after-the-pings");
+    assert!(ws.expect_prefix("ERR ").starts_with("ERR rate-limited"));
+    server.shutdown();
+    server.join();
+}
+
 /// `--max-per-ip` counts web connections too: past it, `429`.
 #[test]
 fn the_per_address_cap_answers_429() {

@@ -208,8 +208,11 @@ impl WsUser<'_> {
                         return;
                     }
                 }
-                // Pings are answered by tungstenite itself; a close is answered too,
-                // and the next read ends the loop.
+                // Pings are answered by tungstenite itself, and each answer is a write:
+                // they count against the flood limit like lines (see
+                // `Reader::count_control_frame`), or one client could keep a core busy.
+                Ok(Message::Ping(_) | Message::Pong(_)) => self.reader.count_control_frame(),
+                // A close is answered by tungstenite, and the next read ends the loop.
                 Ok(_) => {}
                 Err(Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(Error::Io(e)) if is_timeout(&e) => {
