@@ -148,6 +148,7 @@ fn create_session(source: IpAddr, context: &Context) -> Response {
         Created::TooManyFromSource => Response::error(429, "too many sessions from your address"),
         Created::Full => Response::error(503, "server full"),
         Created::DispatcherGone => Response::error(503, "the server is stopping"),
+        Created::NoToken => Response::error(503, "no session token could be made"),
     }
 }
 

@@ -22,10 +22,8 @@
 //! only credential, so it is long and unpredictable.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -48,10 +46,6 @@ pub(crate) struct Sessions {
     ids: Arc<IdSource>,
     config: Arc<Config>,
     max_sessions: usize,
-    /// A per-process secret key (std's `RandomState` is seeded from the OS): tokens are
-    /// SipHash of a counter under it, so seeing your own token tells nothing of others'.
-    secret: std::collections::hash_map::RandomState,
-    minted: AtomicU64,
 }
 
 #[derive(Default)]
@@ -81,6 +75,8 @@ pub(crate) enum Created {
     Full,
     /// The dispatcher has stopped.
     DispatcherGone,
+    /// The kernel's random generator could not be read (no `/dev/urandom`).
+    NoToken,
 }
 
 /// What [`Sessions::send`] did with a line.
@@ -113,8 +109,6 @@ impl Sessions {
             ids,
             config: Arc::clone(config),
             max_sessions: connection_cap(config.max_clients).max_clients,
-            secret: std::collections::hash_map::RandomState::new(),
-            minted: AtomicU64::new(0),
         }
     }
 
@@ -128,6 +122,13 @@ impl Sessions {
         if self.config.max_per_ip > 0 && from_source >= self.config.max_per_ip {
             return Created::TooManyFromSource;
         }
+        let token = match mint_token() {
+            Ok(token) => token,
+            Err(e) => {
+                log::error!("could not make a session token: {e}");
+                return Created::NoToken;
+            }
+        };
         let id = self.ids.next();
         let lines = Arc::new(SessionLines::new(self.config.max_pending));
         let connected = Event::Connected {
@@ -137,7 +138,6 @@ impl Sessions {
         if self.events.send(connected).is_err() {
             return Created::DispatcherGone;
         }
-        let token = self.mint_token();
         let session = Session {
             id,
             source,
@@ -152,18 +152,6 @@ impl Sessions {
         table.by_token.insert(token.clone(), Arc::new(session));
         *table.per_source.entry(source).or_default() += 1;
         Created::Session(token)
-    }
-
-    /// 128 unpredictable bits, in hex.
-    fn mint_token(&self) -> String {
-        let count = self.minted.fetch_add(1, Ordering::Relaxed);
-        let half = |salt: u64| {
-            let mut hasher = self.secret.build_hasher();
-            hasher.write_u64(count);
-            hasher.write_u64(salt);
-            hasher.finish()
-        };
-        format!("{:016x}{:016x}", half(1), half(2))
     }
 
     /// The session with this token, marked as just heard from.
@@ -272,6 +260,16 @@ pub(super) fn start_reaper(
                 context.sessions.expire(Instant::now(), gone_after);
             }
         })
+}
+
+/// 128 bits from the kernel's random generator, in hex. A token is a session's only
+/// credential, so it must be unguessable: `/dev/urandom` is the kernel's CSPRNG (std has
+/// no public random generator, and its hasher's algorithm is unspecified, so it is not
+/// one to lean on).
+fn mint_token() -> io::Result<String> {
+    let mut bytes = [0u8; 16];
+    io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A session's output: the dispatcher writes lines in, polls take them out.
