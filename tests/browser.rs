@@ -342,6 +342,30 @@ fn the_page_reconnects_with_back_off() {
     server.join();
 }
 
+/// A user the operator kicks is not brought back by the page: it says so and waits
+/// for a reload (coming straight back would undo the kick).
+#[test]
+fn a_kicked_page_does_not_come_back_by_itself() {
+    let (server, web) = start_web(web_config());
+    let browser = Browser::open(800, 600);
+    browser.go(&page_url(web));
+    let nick = browser.wait_for(
+        "document.getElementById('status').textContent === 'connected' && \
+         document.getElementById('me').textContent",
+    );
+    server
+        .kick(nick.as_str().unwrap(), "spam")
+        .expect("the page's user is online");
+    let status = browser.wait_for(
+        "document.getElementById('status').textContent.includes('reload the page') && \
+         document.getElementById('status').textContent",
+    );
+    assert!(status.as_str().unwrap().contains("kicked"), "{status}");
+    assert!(!status.as_str().unwrap().contains("reconnecting"), "{status}");
+    server.shutdown();
+    server.join();
+}
+
 /// Regenerates the README's screenshot (`src/web/screenshot.png`):
 /// `cargo test --features web --test browser -- --ignored screenshot`.
 #[test]
