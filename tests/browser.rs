@@ -361,7 +361,10 @@ fn a_kicked_page_does_not_come_back_by_itself() {
          document.getElementById('status').textContent",
     );
     assert!(status.as_str().unwrap().contains("kicked"), "{status}");
-    assert!(!status.as_str().unwrap().contains("reconnecting"), "{status}");
+    assert!(
+        !status.as_str().unwrap().contains("reconnecting"),
+        "{status}"
+    );
     server.shutdown();
     server.join();
 }

@@ -503,9 +503,10 @@ fn expect_left(events: &crossbeam_channel::Receiver<ChatEvent>, nick: &str, reas
     {}
 }
 
-/// The nick of a session, from its first poll.
+/// The nick of a session, from its first poll (a long one: the `HELLO` is written by
+/// the dispatcher, which may not have taken the new session yet).
 fn session_nick(web: std::net::SocketAddr, token: &str) -> String {
-    let (lines, _, _) = poll(web, token, 0, 0);
+    let (lines, _, _) = poll(web, token, 0, 10);
     lines[0]
         .strip_prefix("HELLO ")
         .unwrap()

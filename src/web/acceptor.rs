@@ -16,6 +16,7 @@ use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
 
 use super::http::{write_response, Response};
 use super::joiner::Joiner;
@@ -27,7 +28,6 @@ use crate::transport::{TcpConnection, Transport};
 
 /// A connection being served.
 struct Live {
-    source: IpAddr,
     /// Weak: the socket must close when its thread (or, for a WebSocket, the
     /// dispatcher) lets go of it, not when the acceptor next looks.
     connection: Weak<TcpConnection>,
@@ -36,27 +36,25 @@ struct Live {
     upgraded: Arc<AtomicBool>,
 }
 
+/// Live connections per source address: counted up by the acceptor, and down by each
+/// connection thread as it ends, not when the acceptor next hears of it: a browser
+/// opens a new connection right after closing one, and must not find its old one
+/// still counted against `--max-per-ip`.
+type PerSource = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
 /// The connections being served, and how many come from each source.
 #[derive(Default)]
 struct Served {
     live: HashMap<u64, Live>,
-    per_source: HashMap<IpAddr, usize>,
+    per_source: PerSource,
 }
 
 impl Served {
     /// Forgets the connections whose threads the joiner has joined (it freed their
-    /// slots under the cap at once; the per-address counts are this listener's own).
+    /// slots under the cap at once, and each thread uncounted its source as it ended).
     fn release(&mut self, released: &Receiver<u64>) {
         for number in released.try_iter() {
-            let Some(live) = self.live.remove(&number) else {
-                continue;
-            };
-            if let Some(count) = self.per_source.get_mut(&live.source) {
-                *count -= 1;
-                if *count == 0 {
-                    self.per_source.remove(&live.source);
-                }
-            }
+            self.live.remove(&number);
         }
     }
 }
@@ -100,7 +98,7 @@ pub(super) fn run(
             }
         };
         let source = source_key(peer.ip());
-        let from_source = served.per_source.get(&source).copied().unwrap_or(0);
+        let from_source = served.per_source.lock().get(&source).copied().unwrap_or(0);
         let max_per_ip = context.config.max_per_ip;
         if max_per_ip > 0 && from_source >= max_per_ip {
             let why = "too many connections from your address";
@@ -116,9 +114,14 @@ pub(super) fn run(
         next_number += 1;
         let connection = Arc::new(TcpConnection::new(stream));
         let upgraded = Arc::new(AtomicBool::new(false));
+        // Counted before the thread exists: it uncounts itself when it ends (through
+        // `Finished`, which also runs if the thread cannot be created).
+        *served.per_source.lock().entry(source).or_default() += 1;
         let finished = Finished {
             number,
             to: ended_tx.clone(),
+            source,
+            per_source: Arc::clone(&served.per_source),
         };
         let spawned = {
             let (connection, upgraded, context) = (
@@ -141,9 +144,7 @@ pub(super) fn run(
         };
         match spawned {
             Ok(thread) => {
-                *served.per_source.entry(source).or_default() += 1;
                 let live = Live {
-                    source,
                     connection: Arc::downgrade(&connection),
                     upgraded,
                 };
@@ -185,14 +186,25 @@ fn answer_and_close(stream: &TcpStream, response: &Response) {
     discard_input(stream);
 }
 
-/// Tells the acceptor, when dropped (even by a panic), that a connection thread is done.
+/// When dropped (even by a panic): uncounts the connection's source, and tells the
+/// joiner that its thread is done.
 struct Finished {
     number: u64,
     to: Sender<u64>,
+    source: IpAddr,
+    per_source: PerSource,
 }
 
 impl Drop for Finished {
     fn drop(&mut self) {
+        let mut per_source = self.per_source.lock();
+        if let Some(count) = per_source.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                per_source.remove(&self.source);
+            }
+        }
+        drop(per_source);
         let _ = self.to.send(self.number);
     }
 }

@@ -52,6 +52,8 @@ pub(crate) struct Sessions {
 struct Table {
     by_token: HashMap<String, Arc<Session>>,
     per_source: HashMap<IpAddr, usize>,
+    /// Sessions being created (counted, not yet in `by_token`).
+    reserved: usize,
 }
 
 /// One polling user.
@@ -114,21 +116,42 @@ impl Sessions {
 
     /// A new session: a user the dispatcher greets (its `HELLO` is line 0).
     pub(crate) fn create(&self, source: IpAddr) -> Created {
-        let mut table = self.state.lock();
-        if table.by_token.len() >= self.max_sessions {
-            return Created::Full;
-        }
-        let from_source = table.per_source.get(&source).copied().unwrap_or(0);
-        if self.config.max_per_ip > 0 && from_source >= self.config.max_per_ip {
-            return Created::TooManyFromSource;
-        }
-        let token = match mint_token() {
-            Ok(token) => token,
-            Err(e) => {
-                log::error!("could not make a session token: {e}");
-                return Created::NoToken;
+        // The counts are checked and a place reserved under the lock; the rest happens
+        // without it, because `Connected` goes into the dispatcher's bounded queue and
+        // may wait there, and every other session's requests need this lock.
+        {
+            let mut table = self.state.lock();
+            if table.by_token.len() + table.reserved >= self.max_sessions {
+                return Created::Full;
             }
-        };
+            let from_source = table.per_source.get(&source).copied().unwrap_or(0);
+            if self.config.max_per_ip > 0 && from_source >= self.config.max_per_ip {
+                return Created::TooManyFromSource;
+            }
+            table.reserved += 1;
+            *table.per_source.entry(source).or_default() += 1;
+        }
+        let made = self.greet(source);
+        let mut table = self.state.lock();
+        table.reserved -= 1;
+        match made {
+            Ok((token, session)) => {
+                table.by_token.insert(token.clone(), Arc::new(session));
+                Created::Session(token)
+            }
+            Err(why) => {
+                forget_source(&mut table.per_source, source);
+                why
+            }
+        }
+    }
+
+    /// A token, and the dispatcher told of a new user.
+    fn greet(&self, source: IpAddr) -> Result<(String, Session), Created> {
+        let token = mint_token().map_err(|e| {
+            log::error!("could not make a session token: {e}");
+            Created::NoToken
+        })?;
         let id = self.ids.next();
         let lines = Arc::new(SessionLines::new(self.config.max_pending));
         let connected = Event::Connected {
@@ -136,8 +159,9 @@ impl Sessions {
             transport: lines.clone(),
         };
         if self.events.send(connected).is_err() {
-            return Created::DispatcherGone;
+            return Err(Created::DispatcherGone);
         }
+        log::debug!("{id} is a polling session");
         let session = Session {
             id,
             source,
@@ -148,10 +172,7 @@ impl Sessions {
             )),
             last_request: Mutex::new(Instant::now()),
         };
-        log::debug!("{id} is a polling session");
-        table.by_token.insert(token.clone(), Arc::new(session));
-        *table.per_source.entry(source).or_default() += 1;
-        Created::Session(token)
+        Ok((token, session))
     }
 
     /// The session with this token, marked as just heard from.
@@ -202,12 +223,7 @@ impl Sessions {
         let Some(session) = table.by_token.remove(token) else {
             return;
         };
-        if let Some(count) = table.per_source.get_mut(&session.source) {
-            *count -= 1;
-            if *count == 0 {
-                table.per_source.remove(&session.source);
-            }
-        }
+        forget_source(&mut table.per_source, session.source);
         drop(table);
         session.lines.close();
         let _ = self.events.send(Event::Closed { id: session.id });
@@ -260,6 +276,16 @@ pub(super) fn start_reaper(
                 context.sessions.expire(Instant::now(), gone_after);
             }
         })
+}
+
+/// One session fewer from `source`.
+fn forget_source(per_source: &mut HashMap<IpAddr, usize>, source: IpAddr) {
+    if let Some(count) = per_source.get_mut(&source) {
+        *count -= 1;
+        if *count == 0 {
+            per_source.remove(&source);
+        }
+    }
 }
 
 /// 128 bits from the kernel's random generator, in hex. A token is a session's only
