@@ -95,6 +95,40 @@ fn a_killed_node_s_users_leave_and_their_nicks_are_free() {
     );
 }
 
+/// A node declared lost while its Redis connection stays open (here: frozen with
+/// SIGSTOP, as a starved or paused node would be) registers its users again as soon as
+/// it beats: the other nodes list them again and their nicks are theirs once more (no
+/// ghost, no nick held twice).
+#[test]
+fn a_node_declared_lost_while_connected_registers_again() {
+    let redis = Redis::start();
+    let sleepy = NodeProcess::start(&redis, "sleepy");
+    let survivor = start_node(&redis.url(), "survivor");
+    await_link(&survivor, true);
+
+    let mut dave = Client::named(survivor.local_addr(), "dave");
+    let mut carol = Client::named(sleepy.addr, "carol");
+    await_users(
+        &mut dave,
+        &["USER carol lobby", "USER dave lobby", "END users 2"],
+    );
+
+    sleepy.signal("STOP");
+    dave.expect("LEAVE lobby carol node lost");
+    sleepy.signal("CONT");
+    // Her node announces her again, and the register knows her again.
+    dave.expect("JOIN lobby carol");
+    await_users(
+        &mut dave,
+        &["USER carol lobby", "USER dave lobby", "END users 2"],
+    );
+    dave.send("/nick carol");
+    dave.expect_prefix("ERR nick-taken");
+    // Carol never noticed a thing.
+    carol.send("/ping still here");
+    carol.expect("PONG still here");
+}
+
 /// Nicks are unique across nodes by the same rules as on one node (case, lookalikes,
 /// reserved names). Two users on two nodes claiming one nick at the same moment:
 /// exactly one gets it, the other `ERR nick-taken`; when the winner leaves, the nick is

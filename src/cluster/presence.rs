@@ -11,8 +11,7 @@
 //! | `underworld-line:nicks` | hash | a nick's look ([`nick_key`]) → the node whose user holds it |
 //! | `underworld-line:users:<node>` | hash | a nick's look → `<nick> <room>`, for each user of that node |
 //! | `underworld-line:reserved:<node>` | hash | a nick's look → the alias the node reserved for its next users |
-//! | `underworld-line:reaping:<node>` | string with a TTL | one node at a time cleans up after a lost one |
-//! | `underworld-line:lost:<node>` | string with a TTL | the node was declared lost: if it comes back, it announces its users again |
+//! //! | `underworld-line:lost:<node>` | string with a TTL | the node was declared lost: if it comes back, it announces its users again |
 //!
 //! Claims, releases and clean-ups are Lua scripts (`EVAL`): Redis runs each one whole,
 //! with nothing in between, so two nodes claiming one nick at once cannot both win, and a
@@ -27,9 +26,6 @@ use crate::text::nick_key;
 /// How long a node counts as alive after its last heartbeat. Its users are declared
 /// gone at most this long (plus one [`super::registry`] tick) after it dies.
 pub const ALIVE_TTL: Duration = Duration::from_secs(5);
-
-/// How long the node that cleans up after a lost one may take before another may try.
-const REAPING_TTL: Duration = Duration::from_secs(10);
 
 /// Every registered node.
 const NODES: &str = "underworld-line:nodes";
@@ -46,10 +42,6 @@ fn users_key(node: &str) -> String {
 
 fn reserved_key(node: &str) -> String {
     format!("underworld-line:reserved:{node}")
-}
-
-fn reaping_key(node: &str) -> String {
-    format!("underworld-line:reaping:{node}")
 }
 
 fn lost_key(node: &str) -> String {
@@ -119,6 +111,42 @@ for k = 2, 3 do
   end
   redis.call('DEL', KEYS[k])
 end
+return 1
+";
+
+/// Cleans up after a lost node, in one step: unless its heartbeat is back (it was only
+/// slow) or another node cleaned up first (it is no longer registered), and only if its
+/// users are still exactly those that were read a moment before, publishes their
+/// `LEAVE` lines, notes that the node was declared lost, frees its nicks and forgets it.
+/// Returns 1 if it did, 0 if there was nothing to do, -1 if the users changed (try again
+/// at the next beat). One script, so that nothing can come in between: a node whose
+/// heartbeat comes back a moment later finds itself forgotten ([`beat`] says so) and
+/// registers again; it can never be half forgotten.
+/// KEYS: alive:node, nodes, users:node, nicks, reserved:node, lost:node.
+/// ARGV: node, lost note TTL (ms), channel, n, then n (field, value) pairs as read, then
+/// the `LEAVE` lines.
+const REAP: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return 0 end
+local n = tonumber(ARGV[4])
+if redis.call('HLEN', KEYS[3]) ~= n then return -1 end
+for i = 0, n - 1 do
+  if redis.call('HGET', KEYS[3], ARGV[5 + 2 * i]) ~= ARGV[6 + 2 * i] then return -1 end
+end
+for i = 5 + 2 * n, #ARGV do
+  redis.call('PUBLISH', ARGV[3], ARGV[i])
+end
+redis.call('SET', KEYS[6], 1, 'PX', ARGV[2])
+for _, k in ipairs({KEYS[3], KEYS[5]}) do
+  local fields = redis.call('HKEYS', k)
+  for i = 1, #fields do
+    if redis.call('HGET', KEYS[4], fields[i]) == ARGV[1] then
+      redis.call('HDEL', KEYS[4], fields[i])
+    end
+  end
+  redis.call('DEL', k)
+end
+redis.call('SREM', KEYS[2], ARGV[1])
 return 1
 ";
 
@@ -233,9 +261,12 @@ pub fn resync(
     })
 }
 
-/// The heartbeat: `node` is alive for [`ALIVE_TTL`] more, and registered.
-pub fn beat(con: &mut Connection, node: &str) -> RedisResult<()> {
-    redis::pipe()
+/// The heartbeat: `node` is alive for [`ALIVE_TTL`] more, and registered. True if it
+/// was not registered: either its first beat, or another node declared it lost and
+/// forgot it (its users are gone from the register, though the node never stopped):
+/// then it must register its users again.
+pub fn beat(con: &mut Connection, node: &str) -> RedisResult<bool> {
+    let (added,): (i64,) = redis::pipe()
         .cmd("SET")
         .arg(alive_key(node))
         .arg(1)
@@ -245,8 +276,8 @@ pub fn beat(con: &mut Connection, node: &str) -> RedisResult<()> {
         .cmd("SADD")
         .arg(NODES)
         .arg(node)
-        .ignore()
-        .query::<()>(con)
+        .query(con)?;
+    Ok(added == 1)
 }
 
 /// The registered nodes whose heartbeat has stopped (other than `me`).
@@ -336,32 +367,10 @@ pub fn locate(con: &mut Connection, me: &str, nick: &str) -> RedisResult<Option<
     Ok(entry.map(|entry| (node, entry)))
 }
 
-/// Takes the right to clean up after `node`: true for the one node that gets it.
-pub fn start_reaping(con: &mut Connection, node: &str, me: &str) -> RedisResult<bool> {
-    let taken: Option<String> = redis::cmd("SET")
-        .arg(reaping_key(node))
-        .arg(me)
-        .arg("NX")
-        .arg("PX")
-        .arg(REAPING_TTL.as_millis() as u64)
-        .query(con)?;
-    Ok(taken.is_some())
-}
-
 /// The users `node` registered.
 pub fn users_of(con: &mut Connection, node: &str) -> RedisResult<Vec<Entry>> {
     let users: Vec<Bytes> = redis::cmd("HGETALL").arg(users_key(node)).query(con)?;
     Ok(entries(&text(users)))
-}
-
-/// Notes that `node` was declared lost (its users' `LEAVE` lines went out).
-pub fn mark_lost(con: &mut Connection, node: &str) -> RedisResult<()> {
-    redis::cmd("SET")
-        .arg(lost_key(node))
-        .arg(1)
-        .arg("PX")
-        .arg(LOST_NOTE_TTL.as_millis() as u64)
-        .query::<()>(con)
 }
 
 /// Whether `node` was declared lost since it last asked (the note is taken away).
@@ -370,6 +379,55 @@ pub fn take_lost_note(con: &mut Connection, node: &str) -> RedisResult<bool> {
         .arg(lost_key(node))
         .query::<i64>(con)
         .map(|deleted| deleted == 1)
+}
+
+/// What [`reap`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reaped {
+    /// The node was cleaned up: these users left (their `LEAVE` lines are out).
+    Done(Vec<Entry>),
+    /// Nothing to do: the node is alive again, or another node cleaned up first.
+    Nothing,
+    /// Its users changed between the read and the clean-up: try again later.
+    Changed,
+}
+
+/// Cleans up after the lost node `node` in one step (see [`REAP`]): `leaves` gives the
+/// `LEAVE` lines to publish for its users, as read just before.
+pub fn reap(
+    con: &mut Connection,
+    node: &str,
+    leaves: impl FnOnce(&[Entry]) -> Vec<String>,
+) -> RedisResult<Reaped> {
+    let raw: Vec<Bytes> = redis::cmd("HGETALL").arg(users_key(node)).query(con)?;
+    let users = entries(&text(raw.clone()));
+    let keys = [
+        alive_key(node),
+        NODES.to_string(),
+        users_key(node),
+        NICKS.to_string(),
+        reserved_key(node),
+        lost_key(node),
+    ];
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mut cmd = eval(REAP, &keys);
+    cmd.arg(node)
+        .arg(LOST_NOTE_TTL.as_millis() as u64)
+        .arg(super::CHANNEL)
+        .arg(raw.len() / 2);
+    // The snapshot goes back byte for byte (even a value that is not UTF-8), so that
+    // the script compares what it really holds.
+    for value in &raw {
+        cmd.arg(value.as_slice());
+    }
+    for line in leaves(&users) {
+        cmd.arg(line);
+    }
+    Ok(match cmd.query::<i64>(con)? {
+        1 => Reaped::Done(users),
+        0 => Reaped::Nothing,
+        _ => Reaped::Changed,
+    })
 }
 
 /// Forgets `node` altogether: its nicks are free, it is no longer registered.

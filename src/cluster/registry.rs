@@ -10,9 +10,10 @@
 //! - **aliases reserved ahead**, [`ALIAS_POOL`] of them, so that a new user's alias is
 //!   theirs across the cluster from their first line;
 //! - **finding lost nodes**, at each beat: a registered node whose heartbeat has stopped
-//!   (killed, or cut off from Redis) is cleaned up by one node: its users' `LEAVE
-//!   <room> <nick> node lost` lines are published for every node's rooms, then its nicks
-//!   are freed.
+//!   (killed, or cut off from Redis) is cleaned up in one script (`presence::reap`): its
+//!   users' `LEAVE <room> <nick> node lost` lines are published for every node's rooms,
+//!   its nicks are freed, and it is forgotten. A node that finds itself forgotten at its
+//!   next beat (it was only frozen or starved) registers and announces its users again.
 //!
 //! While Redis is unreachable, claims are answered "unknown" at once (the dispatcher
 //! then follows the local rules alone), and the rest waits for the resync: each time
@@ -199,6 +200,7 @@ impl Registry<'_> {
         let mut connection = self.client.get_connection_with_timeout(TIMEOUT)?;
         connection.set_write_timeout(Some(TIMEOUT))?;
         connection.set_read_timeout(Some(TIMEOUT))?;
+        // The first beat registers the node; the resync follows anyway (see above).
         presence::beat(&mut connection, self.node)?;
         Ok(connection)
     }
@@ -391,9 +393,17 @@ impl Registry<'_> {
 
     /// The heartbeat, the count of nodes for `/stats`, then the search for lost nodes.
     fn beat(&mut self) {
-        if self.with(presence::beat).is_none() {
+        let Some(forgotten) = self.with(presence::beat) else {
             self.stats.cluster_nodes.lock().clear();
             return;
+        };
+        if forgotten {
+            // Another node declared us lost (we were too slow to beat, e.g. stopped or
+            // starved) while this connection stayed open: our users are gone from the
+            // register and the other nodes saw them leave. Register them again and
+            // announce them, exactly as after a reconnect.
+            log::warn!("cluster-reg: this node was declared lost: registering its users again");
+            tell_dispatcher(self.events, self.stop, ClusterEvent::ResyncWanted);
         }
         if let Some(census) = self.with(|con, _| presence::census(con)) {
             *self.stats.cluster_nodes.lock() = census;
@@ -406,24 +416,19 @@ impl Registry<'_> {
         }
     }
 
-    /// Cleans up after a lost node, if no other node is doing it: its users leave every
-    /// room (`node lost`), then its nicks are free. In that order, so that a `LEAVE`
-    /// cannot reach a node after one of its own users took the nick.
+    /// Cleans up after a lost node (one script: see [`presence::reap`]): its users leave
+    /// every room (`node lost`) and its nicks are free, unless it beat again meanwhile or
+    /// another node cleaned up first.
     fn reap(&mut self, lost: &str) {
-        let me = self.node;
-        if self.with(|con, _| presence::start_reaping(con, lost, me)) != Some(true) {
-            return;
+        let leaves = |users: &[Entry]| leave_lines(lost, users, NODE_LOST);
+        if let Some(presence::Reaped::Done(users)) =
+            self.with(|con, _| presence::reap(con, lost, leaves))
+        {
+            log::info!(
+                "cluster: node {lost} stopped beating: its {} users left",
+                users.len()
+            );
         }
-        let Some(users) = self.with(|con, _| presence::users_of(con, lost)) else {
-            return;
-        };
-        log::info!(
-            "cluster: node {lost} stopped beating: its {} users leave",
-            users.len()
-        );
-        self.with(|con, _| publish_leaves(con, lost, &users, NODE_LOST));
-        self.with(|con, _| presence::mark_lost(con, lost));
-        self.with(|con, _| presence::forget(con, lost));
     }
 
     /// The node is stopping: its users leave the cluster's rooms, its nicks are free.
@@ -481,16 +486,24 @@ fn publish_leaves(
         return Ok(());
     }
     let mut pipe = redis::pipe();
-    for Entry { nick, room } in users {
-        let line = RoomLine::Leave {
-            room: room.clone(),
-            nick: nick.clone(),
-            reason: reason.to_string(),
-        };
-        pipe.cmd("PUBLISH")
-            .arg(CHANNEL)
-            .arg(wire::encode(node, 0, &line))
-            .ignore();
+    for line in leave_lines(node, users, reason) {
+        pipe.cmd("PUBLISH").arg(CHANNEL).arg(line).ignore();
     }
     pipe.query(con)
+}
+
+/// The `LEAVE <room> <nick> <reason>` message of each user, signed with `node` and
+/// number 0.
+fn leave_lines(node: &str, users: &[Entry], reason: &str) -> Vec<String> {
+    users
+        .iter()
+        .map(|Entry { nick, room }| {
+            let line = RoomLine::Leave {
+                room: room.clone(),
+                nick: nick.clone(),
+                reason: reason.to_string(),
+            };
+            wire::encode(node, 0, &line)
+        })
+        .collect()
 }
