@@ -53,6 +53,7 @@ use crate::event::{ClientId, Event};
 use crate::stats::Stats;
 
 pub mod direct;
+mod heartbeat;
 pub mod history;
 pub mod presence;
 mod publisher;
@@ -258,6 +259,20 @@ impl Bridge {
                 .name("cluster-sub".into())
                 .spawn(move || subscriber::run(&client, &events, &stop, &broker))?
         };
+        let heartbeat = {
+            let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+            let forgotten = Arc::new(AtomicBool::new(false));
+            let (client, node, flag) =
+                (client.clone(), config.node.clone(), Arc::clone(&forgotten));
+            let thread = thread::Builder::new()
+                .name("cluster-beat".into())
+                .spawn(move || heartbeat::run(&client, &node, &stopped, &flag))?;
+            registry::Heartbeat {
+                stop,
+                thread,
+                forgotten,
+            }
+        };
         let (requests, to_register) = crossbeam_channel::bounded(PUBLISH_QUEUE);
         let (pool, aliases) = crossbeam_channel::bounded(registry::ALIAS_POOL);
         let registry = {
@@ -270,7 +285,16 @@ impl Bridge {
             thread::Builder::new()
                 .name("cluster-reg".into())
                 .spawn(move || {
-                    registry::run(&client, &node, to_register, &pool, &events, &stop, &stats)
+                    registry::run(
+                        &client,
+                        &node,
+                        to_register,
+                        &pool,
+                        &events,
+                        &stop,
+                        &stats,
+                        heartbeat,
+                    )
                 })?
         };
         let publisher = {

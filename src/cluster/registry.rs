@@ -6,14 +6,15 @@
 //!   answer comes back as [`ClusterEvent::Claimed`]), free one, move a user, re-register
 //!   everyone; find the node of a nick for a whisper or a kick and send it there; read
 //!   every node's users for `/users`, `/who`, `/rooms`;
-//! - **the heartbeat**, every [`BEAT`]: this node is alive for [`presence::ALIVE_TTL`];
+//! - **a look around**, every [`BEAT`]: the count of live nodes for `/stats`;
 //! - **aliases reserved ahead**, [`ALIAS_POOL`] of them, so that a new user's alias is
 //!   theirs across the cluster from their first line;
 //! - **finding lost nodes**, at each beat: a registered node whose heartbeat has stopped
-//!   (killed, or cut off from Redis) is cleaned up in one script (`presence::reap`): its
+//!   (killed, frozen, or cut off from Redis) is cleaned up in one script (`presence::reap`): its
 //!   users' `LEAVE <room> <nick> node lost` lines are published for every node's rooms,
-//!   its nicks are freed, and it is forgotten. A node that finds itself forgotten at its
-//!   next beat (it was only frozen or starved) registers and announces its users again.
+//!   its nicks are freed, and it is forgotten. A node whose heartbeat (the
+//!   `cluster-beat` thread, `heartbeat.rs`) finds it forgotten (it was only frozen or
+//!   starved) registers and announces its users again, here.
 //!
 //! While Redis is unreachable, claims are answered "unknown" at once (the dispatcher
 //! then follows the local rules alone), and the rest waits for the resync: each time
@@ -35,8 +36,8 @@ use crate::alias::{AliasGenerator, PLAIN_ATTEMPTS};
 use crate::event::{ClientId, Event, OperatorError};
 use crate::stats::Stats;
 
-/// How often the node beats and looks for lost nodes.
-pub const BEAT: Duration = Duration::from_secs(1);
+/// How often the node looks for lost nodes (as often as it beats).
+pub const BEAT: Duration = super::heartbeat::BEAT;
 
 /// How long connecting, or one command, may take.
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -133,6 +134,18 @@ struct Registry<'a> {
     failing: bool,
 }
 
+/// The `cluster-beat` thread, as `cluster-reg` holds it: it stops it before the node
+/// leaves the register, so that no late beat registers the node again.
+pub(super) struct Heartbeat {
+    /// Dropped to stop the thread.
+    pub(super) stop: Sender<()>,
+    /// Joined before leaving the register.
+    pub(super) thread: std::thread::JoinHandle<()>,
+    /// Raised by the thread when a beat found this node forgotten by the register.
+    pub(super) forgotten: std::sync::Arc<AtomicBool>,
+}
+
+#[allow(clippy::too_many_arguments)] // one call site, each argument named there
 pub(super) fn run(
     client: &redis::Client,
     node: &str,
@@ -141,6 +154,7 @@ pub(super) fn run(
     events: &Sender<Event>,
     stop: &AtomicBool,
     stats: &Stats,
+    heartbeat: Heartbeat,
 ) {
     let mut registry = Registry {
         client,
@@ -165,11 +179,24 @@ pub(super) fn run(
         if stop.load(Ordering::SeqCst) {
             break;
         }
+        if heartbeat.forgotten.swap(false, Ordering::SeqCst) {
+            // Another node declared us lost (we were too slow to beat: frozen or
+            // starved) while our connections stayed open: our users are gone from the
+            // register and the other nodes saw them leave. Register them again and
+            // announce them, exactly as after a reconnect.
+            log::warn!("cluster-reg: this node was declared lost: registering its users again");
+            tell_dispatcher(events, stop, ClusterEvent::ResyncWanted);
+        }
         if Instant::now() >= next_beat {
             registry.beat();
             next_beat = Instant::now() + BEAT;
         }
         registry.refill_pool();
+    }
+    // No beat after this: the node leaves the register for good.
+    drop(heartbeat.stop);
+    if heartbeat.thread.join().is_err() {
+        log::error!("cluster-beat panicked");
     }
     registry.leave_cluster();
     log::debug!("cluster-reg stopped");
@@ -391,22 +418,12 @@ impl Registry<'_> {
         }
     }
 
-    /// The heartbeat, the count of nodes for `/stats`, then the search for lost nodes.
+    /// The count of nodes for `/stats`, then the search for lost nodes (the heartbeat
+    /// itself is `cluster-beat`'s).
     fn beat(&mut self) {
-        let Some(forgotten) = self.with(presence::beat) else {
-            self.stats.cluster_nodes.lock().clear();
-            return;
-        };
-        if forgotten {
-            // Another node declared us lost (we were too slow to beat, e.g. stopped or
-            // starved) while this connection stayed open: our users are gone from the
-            // register and the other nodes saw them leave. Register them again and
-            // announce them, exactly as after a reconnect.
-            log::warn!("cluster-reg: this node was declared lost: registering its users again");
-            tell_dispatcher(self.events, self.stop, ClusterEvent::ResyncWanted);
-        }
-        if let Some(census) = self.with(|con, _| presence::census(con)) {
-            *self.stats.cluster_nodes.lock() = census;
+        match self.with(|con, _| presence::census(con)) {
+            Some(census) => *self.stats.cluster_nodes.lock() = census,
+            None => self.stats.cluster_nodes.lock().clear(),
         }
         let Some(lost) = self.with(presence::lost_nodes) else {
             return;
