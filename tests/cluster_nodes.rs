@@ -610,10 +610,46 @@ fn garbage_in_the_register_is_skipped() {
         .arg("1 MSG den evil \x1b[31mred")
         .arg("garbage"));
 
+    // Keys of the wrong type: an alive node whose users are a string, a dead one too.
+    // Each makes one command fail; none may stop the lists or the clean-up of lost nodes.
+    run(redis::cmd("SADD")
+        .arg("underworld-line:nodes")
+        .arg("wrongtype")
+        .arg("deadwrong"));
+    run(redis::cmd("SET")
+        .arg("underworld-line:alive:wrongtype")
+        .arg(1));
+    run(redis::cmd("SET")
+        .arg("underworld-line:users:wrongtype")
+        .arg("x"));
+    run(redis::cmd("SET")
+        .arg("underworld-line:users:deadwrong")
+        .arg("x"));
+
     await_users(
         &mut alice,
         &["USER alice den", "USER eve den", "END users 2"],
     );
+    // A node killed now is still found lost, and its users leave.
+    let mut doomed = NodeProcess::start(&redis, "doomed");
+    let carol = Client::named(doomed.addr, "carol");
+    await_users(
+        &mut alice,
+        &[
+            "USER alice den",
+            "USER carol lobby",
+            "USER eve den",
+            "END users 3",
+        ],
+    );
+    alice.send("/join lobby");
+    alice.expect("JOIN lobby alice");
+    doomed.kill();
+    drop(carol);
+    alice.expect("LEAVE lobby carol node lost");
+    alice.send("/join den");
+    alice.expect("JOIN den alice");
+
     let mut bob = Client::named(a.local_addr(), "bob");
     bob.send("/join den");
     bob.next_is("JOIN den bob");

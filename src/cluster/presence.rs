@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use redis::{Connection, RedisResult};
+use redis::{Connection, RedisResult, Value};
 
 use crate::text::nick_key;
 
@@ -318,12 +318,28 @@ pub fn live_nodes(con: &mut Connection) -> RedisResult<Vec<(String, Vec<Entry>)>
     for node in &live {
         pipe.cmd("HGETALL").arg(users_key(node));
     }
-    let users: Vec<Vec<Bytes>> = pipe.query(con)?;
+    // Each answer on its own: a node whose key is not a hash (written by someone else)
+    // is skipped, not the whole list.
+    let users = each_answer(con, &pipe, live.len())?;
     Ok(live
         .into_iter()
         .zip(users)
-        .map(|(node, users)| (node, entries(&text(users))))
+        .filter_map(|(node, users)| {
+            let users: Vec<Bytes> = redis::from_redis_value(&users).ok()?;
+            Some((node, entries(&text(users))))
+        })
         .collect())
+}
+
+/// Sends the `count` commands of `pipe` and returns each answer as it came, an error
+/// answer included (`pipe.query` would fail whole at the first one).
+fn each_answer(
+    con: &mut Connection,
+    pipe: &redis::Pipeline,
+    count: usize,
+) -> RedisResult<Vec<Value>> {
+    use redis::ConnectionLike;
+    con.req_packed_commands(&pipe.get_packed_pipeline(), 0, count)
 }
 
 /// Every live node (heartbeat alive) and how many users it registered, by name.
@@ -338,12 +354,14 @@ pub fn census(con: &mut Connection) -> RedisResult<Vec<(String, usize)>> {
         pipe.cmd("EXISTS").arg(alive_key(node));
         pipe.cmd("HLEN").arg(users_key(node));
     }
-    let answers: Vec<usize> = pipe.query(con)?;
+    // Each answer on its own: a node whose key has the wrong type (an error answer) is
+    // skipped, not the whole census.
+    let answers = each_answer(con, &pipe, 2 * nodes.len())?;
     Ok(nodes
         .into_iter()
         .zip(answers.chunks(2))
         .filter_map(|(node, pair)| match pair {
-            [1, users] => Some((node, *users)),
+            [Value::Int(1), Value::Int(users)] => Some((node, usize::try_from(*users).ok()?)),
             _ => None,
         })
         .collect())

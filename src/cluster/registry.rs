@@ -250,8 +250,16 @@ impl Registry<'_> {
         let result = op(self.connection()?, node);
         match result {
             Ok(value) => Some(value),
-            Err(e) => {
+            // The connection is broken (or in doubt): start over on a new one.
+            Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
                 self.failed(&e);
+                None
+            }
+            // Redis answered, with an error (e.g. a key of the wrong type, written there
+            // by someone else): this one operation failed, the connection is fine.
+            // Dropping it would make one bad key stop every node's work at each beat.
+            Err(e) => {
+                log::debug!("cluster-reg: {e}");
                 None
             }
         }
