@@ -334,3 +334,89 @@ fn the_binary_joins_a_cluster_with_redis_and_node() {
         start.elapsed()
     );
 }
+
+/// A line signed with this node's name and a number it never used (forged by anyone
+/// with access to Redis, or a second node started with the same `--node`) settles
+/// nothing: the node's own lines still waiting for Redis are delivered in Redis's order,
+/// after the lines Redis put ahead of them. Redis is paused for writes (`CLIENT PAUSE
+/// WRITE`) so that the forged line, a line of another node and our own line reach it
+/// in that order, for sure.
+#[test]
+fn a_forged_line_with_our_name_settles_nothing() {
+    let redis = Redis::start();
+    let a = start_node(&redis.url(), "node-a");
+    let b = start_node(&redis.url(), "node-b");
+    await_link(&a, true);
+    await_link(&b, true);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let mut bob = Client::named(a.local_addr(), "bob");
+    let mut carol = Client::named(b.local_addr(), "carol");
+    // Everyone hears everyone (and each node is linked both ways).
+    carol.send("ready");
+    bob.expect("MSG lobby carol ready");
+    alice.send("set");
+    carol.expect("MSG lobby alice set");
+
+    let mut admin = redis.connect().expect("a raw Redis client");
+    // How many clients wait on the pause with a publish (ours: `publish`; a node's:
+    // `exec`, its publish and history in one MULTI).
+    let waiting = |admin: &mut redis::Connection| {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(admin).unwrap();
+        list.lines()
+            .filter(|l| {
+                // `flags=b`, or `flags=xb` for a client in a MULTI.
+                let flags = l.split(' ').find_map(|f| f.strip_prefix("flags="));
+                flags.is_some_and(|f| f.contains('b'))
+                    && (l.contains("cmd=publish") || l.contains("cmd=exec"))
+            })
+            .count()
+    };
+    let await_waiting = |admin: &mut redis::Connection, n: usize| {
+        let start = Instant::now();
+        while waiting(admin) < n {
+            if start.elapsed() > PATIENCE {
+                let list: String = redis::cmd("CLIENT").arg("LIST").query(admin).unwrap();
+                panic!("{n} publishers never waited: {list}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(5000)
+        .arg("WRITE")
+        .query(&mut admin)
+        .unwrap();
+    let forger = {
+        let mut raw = redis.connect().expect("a raw Redis client");
+        std::thread::spawn(move || {
+            let forged = format!("UWL1 node-a {} MSG lobby alice forged", u64::MAX);
+            redis::cmd("PUBLISH")
+                .arg(CHANNEL)
+                .arg(forged)
+                .query::<i64>(&mut raw)
+        })
+    };
+    await_waiting(&mut admin, 1);
+    carol.send("between");
+    await_waiting(&mut admin, 2);
+    alice.send("one");
+    await_waiting(&mut admin, 3);
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut admin)
+        .unwrap();
+    forger.join().unwrap().expect("the forged PUBLISH");
+
+    let skipped = bob.expect("MSG lobby carol between");
+    assert!(
+        !skipped
+            .iter()
+            .any(|l| l.contains("one") || l.contains("forged")),
+        "{skipped:?}"
+    );
+    bob.expect("MSG lobby alice one");
+    bob.send("/ping done");
+    let after = bob.expect("PONG done");
+    assert!(!after.iter().any(|l| l.contains("forged")), "{after:?}");
+}

@@ -195,6 +195,10 @@ impl DispatcherState {
                             link.node
                         );
                     }
+                    // Forged (or another node with our name): it must not settle our
+                    // waiting lines, which would then be delivered before lines that
+                    // Redis ordered ahead of them.
+                    return;
                 }
                 // Our own line: apply what we kept, never what the wire says.
                 self.settle_through(table, record.seq, true);
