@@ -603,7 +603,16 @@ fn garbage_in_the_register_is_skipped() {
         .arg("z")
         .arg(&b"\xff\xfe"[..])
         .arg("w")
-        .arg("eve den"));
+        .arg("eve den")
+        // A lookalike of a local user's nick: the local user is listed, once.
+        .arg("v")
+        .arg("ALICE den"));
+    // A user of our own node that our node does not have: not listed (the node's own
+    // table is the truth about its users).
+    run(redis::cmd("HSET")
+        .arg("underworld-line:users:node-a")
+        .arg("ghost")
+        .arg("ghost den"));
     run(redis::cmd("LPUSH")
         .arg("underworld-line:history:den")
         .arg(&b"\xff"[..])
@@ -629,6 +638,10 @@ fn garbage_in_the_register_is_skipped() {
     await_users(
         &mut alice,
         &["USER alice den", "USER eve den", "END users 2"],
+    );
+    assert_eq!(
+        list(&mut alice, "/who"),
+        ["WHO den alice", "WHO den eve", "END who 2"]
     );
     // A node killed now is still found lost, and its users leave.
     let mut doomed = NodeProcess::start(&redis, "doomed");

@@ -236,7 +236,21 @@ impl DispatcherState {
                 List::Users => self.list_users(table, id),
             };
         };
-        let mut users: Vec<Entry> = nodes.into_iter().flat_map(|(_, users)| users).collect();
+        let me = self.cluster.as_ref().map(|link| link.node.as_str());
+        // This node's users come from its own table, which is the truth about them: the
+        // register's copy may lag, or hold entries anyone with access to Redis wrote. For
+        // the same reason a remote entry with a local user's nick (or a lookalike) is
+        // dropped: that nick is ours, the local user is listed.
+        let mut users: Vec<Entry> = nodes
+            .into_iter()
+            .filter(|(node, _)| Some(node.as_str()) != me)
+            .flat_map(|(_, users)| users)
+            .filter(|entry| table.nick_owner(&entry.nick).is_none())
+            .chain(table.users().map(|user| Entry {
+                nick: user.nick.clone(),
+                room: user.room.clone(),
+            }))
+            .collect();
         users.sort_by(|a, b| a.nick.cmp(&b.nick));
         match list {
             List::Users => {
