@@ -249,7 +249,9 @@ pub fn resync(
         cmd.arg(nick_key(nick)).arg(nick).arg(room);
     }
     let (before, lost_keys): (Vec<Bytes>, Vec<Bytes>) = cmd.query(con)?;
-    let (before, lost_keys) = (text(before), text(lost_keys));
+    let before = text(before);
+    // A set: each user is checked against it (a scan would cost users x lost).
+    let lost_keys: std::collections::HashSet<String> = text(lost_keys).into_iter().collect();
     let lost = users
         .iter()
         .filter(|(nick, _)| lost_keys.contains(&nick_key(nick)))

@@ -21,6 +21,7 @@
 //! the thread connects, it asks the dispatcher for every local user
 //! ([`ClusterEvent::ResyncWanted`]) and registers them all again.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -359,10 +360,14 @@ impl Registry<'_> {
         let Some(found) = self.with(|con, node| presence::resync(con, node, &pairs)) else {
             return;
         };
+        // Sets, not scans: a node may have thousands of users, and each list is checked
+        // against the other.
+        let now: HashSet<&str> = pairs.iter().map(|(nick, _)| nick.as_str()).collect();
+        let lost: HashSet<&str> = found.lost.iter().map(String::as_str).collect();
         let gone: Vec<Entry> = found
             .before
             .into_iter()
-            .filter(|entry| !pairs.iter().any(|(nick, _)| *nick == entry.nick))
+            .filter(|entry| !now.contains(entry.nick.as_str()))
             .collect();
         let node = self.node;
         self.with(|con, _| publish_leaves(con, node, &gone, NODE_LOST));
@@ -371,7 +376,7 @@ impl Registry<'_> {
         if self.with(|con, _| presence::take_lost_note(con, node)) == Some(true) {
             let back: Vec<Entry> = pairs
                 .iter()
-                .filter(|(nick, _)| !found.lost.contains(nick))
+                .filter(|(nick, _)| !lost.contains(nick.as_str()))
                 .map(|(nick, room)| Entry {
                     nick: nick.clone(),
                     room: room.clone(),
@@ -386,10 +391,15 @@ impl Registry<'_> {
             gone.len(),
             found.lost.len()
         );
-        for nick in found.lost {
-            let Some(&(id, ..)) = users.iter().find(|(_, n, _)| *n == nick) else {
+        let ids: HashMap<&str, ClientId> = users
+            .iter()
+            .map(|(id, nick, _)| (nick.as_str(), *id))
+            .collect();
+        for nick in &found.lost {
+            let Some(&id) = ids.get(nick.as_str()) else {
                 continue;
             };
+            let nick = nick.clone();
             let event = ClusterEvent::Claimed {
                 id,
                 nick,
