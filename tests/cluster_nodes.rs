@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use common::broker::{await_link, start_node, NodeProcess, Redis};
 use common::{Client, PATIENCE};
+use underworld_line::cluster::registry::ALIAS_POOL;
 
 /// A list's lines (`/users`, `/who`, `/rooms`), up to and with its `END` line.
 fn list(client: &mut Client, command: &str) -> Vec<String> {
@@ -127,6 +128,47 @@ fn a_node_declared_lost_while_connected_registers_again() {
     // Carol never noticed a thing.
     carol.send("/ping still here");
     carol.expect("PONG still here");
+}
+
+/// A node restarted under the same `--node` name after it was killed (no goodbye to
+/// Redis) gives back the aliases its earlier run reserved before it reserves its own:
+/// restarts do not eat the alias space.
+#[test]
+fn a_restarted_node_gives_back_the_aliases_it_reserved_before() {
+    let redis = Redis::start();
+    let mut raw = redis.connect().expect("a raw Redis client");
+    let reserved = |raw: &mut redis::Connection| -> BTreeSet<String> {
+        redis::cmd("HKEYS")
+            .arg("underworld-line:reserved:fixed")
+            .query(raw)
+            .unwrap()
+    };
+    let full = ALIAS_POOL;
+    let await_full_pool = |raw: &mut redis::Connection, old: &BTreeSet<String>| {
+        let start = Instant::now();
+        loop {
+            let now = reserved(raw);
+            if now.len() == full && now != *old {
+                return now;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{} aliases reserved (want {full} new ones)",
+                now.len()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let mut first = NodeProcess::start(&redis, "fixed");
+    let old = await_full_pool(&mut raw, &BTreeSet::new());
+    first.kill();
+    let _second = NodeProcess::start(&redis, "fixed");
+    await_full_pool(&mut raw, &old);
+    let held: usize = redis::cmd("HLEN")
+        .arg("underworld-line:nicks")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(held, full, "the first run's aliases are still held");
 }
 
 /// Nicks are unique across nodes by the same rules as on one node (case, lookalikes,

@@ -150,6 +150,19 @@ redis.call('SREM', KEYS[2], ARGV[1])
 return 1
 ";
 
+/// Gives back every alias reserved for `node`'s next users (nicks only it holds).
+/// KEYS: nicks, reserved:node. ARGV: node. Returns how many there were.
+const RELEASE_RESERVED: &str = r"
+local fields = redis.call('HKEYS', KEYS[2])
+for i = 1, #fields do
+  if redis.call('HGET', KEYS[1], fields[i]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], fields[i])
+  end
+end
+redis.call('DEL', KEYS[2])
+return #fields
+";
+
 /// Forgets a node's registered users (its reserved aliases stay reserved), then claims
 /// every user it has now: returns what it had before, and the looks another node holds
 /// (those users must change nick). KEYS: nicks, users:node. ARGV: node, then key, nick,
@@ -202,6 +215,14 @@ pub fn reserve(con: &mut Connection, node: &str, nick: &str) -> RedisResult<bool
         .arg(nick)
         .query::<i64>(con)
         .map(|won| won == 1)
+}
+
+/// Gives back every alias reserved for `node`'s next users: how many there were.
+pub fn release_reserved(con: &mut Connection, node: &str) -> RedisResult<usize> {
+    let reserved = reserved_key(node);
+    eval(RELEASE_RESERVED, &[NICKS, &reserved])
+        .arg(node)
+        .query(con)
 }
 
 /// Frees `nick`, if `node` holds it.

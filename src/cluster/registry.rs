@@ -133,6 +133,14 @@ struct Registry<'a> {
     backoff: Backoff,
     /// A failure is logged once, then not again until the thread has connected.
     failing: bool,
+    /// Whether the aliases reserved under this node's name by an earlier process (one
+    /// that stopped without leaving the register: killed, crashed) were given back.
+    /// Done once, at the first connection: without it, each unclean restart under a
+    /// fixed `--node` name would keep [`ALIAS_POOL`] more aliases reserved for good.
+    released_old_reservations: bool,
+    /// When the pool may next be refilled, after a refill found every candidate taken
+    /// (the alias space is nearly full): once a beat, not after every request.
+    refill_after: Option<Instant>,
 }
 
 /// The `cluster-beat` thread, as `cluster-reg` holds it: it stops it before the node
@@ -168,6 +176,8 @@ pub(super) fn run(
         connection: None,
         backoff: Backoff::new(),
         failing: false,
+        released_old_reservations: false,
+        refill_after: None,
     };
     let mut next_beat = Instant::now();
     loop {
@@ -224,10 +234,27 @@ impl Registry<'_> {
         self.connection.as_mut()
     }
 
-    fn connect(&self) -> RedisResult<Connection> {
+    fn connect(&mut self) -> RedisResult<Connection> {
         let mut connection = self.client.get_connection_with_timeout(TIMEOUT)?;
         connection.set_write_timeout(Some(TIMEOUT))?;
         connection.set_read_timeout(Some(TIMEOUT))?;
+        if !self.released_old_reservations {
+            // Before this process reserves any: whatever is reserved is an earlier one's.
+            match presence::release_reserved(&mut connection, self.node) {
+                Ok(0) => {}
+                Ok(released) => {
+                    log::info!(
+                        "cluster-reg: {released} aliases reserved by an earlier run released"
+                    )
+                }
+                Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+                    return Err(e)
+                }
+                // An error answer (the key has another type): nothing we can give back.
+                Err(e) => log::debug!("cluster-reg: {e}"),
+            }
+            self.released_old_reservations = true;
+        }
         // The first beat registers the node; the resync follows anyway (see above).
         presence::beat(&mut connection, self.node)?;
         Ok(connection)
@@ -414,6 +441,13 @@ impl Registry<'_> {
     /// Reserves aliases until the pool is full (only while connected: an outage's
     /// new users get their aliases the other way, claimed after the fact).
     fn refill_pool(&mut self) {
+        if self
+            .refill_after
+            .is_some_and(|after| Instant::now() < after)
+        {
+            return;
+        }
+        self.refill_after = None;
         let mut taken_in_a_row = 0;
         while self.connection.is_some() && !self.pool.is_full() && taken_in_a_row < 16 {
             // Plain aliases first (`QuietOtter`); numbered ones once plain ones are taken.
@@ -433,6 +467,11 @@ impl Registry<'_> {
                 Some(false) => taken_in_a_row += 1,
                 None => return,
             }
+        }
+        if taken_in_a_row >= 16 {
+            // Every candidate was taken: the alias space is (nearly) full. Try again at
+            // the next beat, not after every request (16 round trips each time).
+            self.refill_after = Some(Instant::now() + BEAT);
         }
     }
 
