@@ -1,6 +1,7 @@
 //! Who is online where, kept in Redis: the cluster's nick register and each node's
-//! heartbeat. Only the `cluster-reg` thread calls these (`registry.rs`); each function is
-//! one round trip (or one pipeline) on its connection.
+//! heartbeat. Only the `cluster-reg` thread calls these (`registry.rs`), and
+//! `cluster-beat` calls [`beat`] (`heartbeat.rs`); each function is one round trip (or
+//! one pipeline) on the caller's connection.
 //!
 //! The keys:
 //!
@@ -433,7 +434,7 @@ pub enum Reaped {
     Changed,
 }
 
-/// Cleans up after the lost node `node` in one step (see [`REAP`]): `leaves` gives the
+/// Cleans up after the lost node `node` in one step (the `REAP` script): `leaves` gives the
 /// `LEAVE` lines to publish for its users, as read just before.
 pub fn reap(
     con: &mut Connection,
