@@ -295,7 +295,8 @@ fn lists_show_every_node() {
 /// Redis stops: each node goes on alone, and a nick can be taken on both sides. Redis
 /// comes back empty (no persistence): every node registers its users again; of two
 /// users with one nick, the first registered keeps it and the other gets a fresh alias
-/// (`NICK`); users who left during the outage are not listed. No ghost, no duplicate.
+/// (`NICK`); users who left during the outage are not listed, and the other nodes' rooms
+/// see them leave (`node lost`). No ghost, no duplicate.
 #[test]
 fn after_an_outage_nodes_register_again_without_ghosts_or_duplicates() {
     let mut redis = Redis::start();
@@ -309,13 +310,16 @@ fn after_an_outage_nodes_register_again_without_ghosts_or_duplicates() {
     let mut alice = Client::named(a.local_addr(), "alice");
     let mut bob = Client::named(b.local_addr(), "bob");
     let mut gone = Client::named(b.local_addr(), "gone");
+    // Watches the lobby from node-a.
+    let mut carol = Client::named(a.local_addr(), "carol");
     await_users(
         &mut alice,
         &[
             "USER alice lobby",
             "USER bob lobby",
+            "USER carol lobby",
             "USER gone lobby",
-            "END users 3",
+            "END users 4",
         ],
     );
 
@@ -336,6 +340,8 @@ fn after_an_outage_nodes_register_again_without_ghosts_or_duplicates() {
     let _redis = Redis::start_on(port);
     await_link(&a, true);
     await_link(&b, true);
+    // Redis came back empty, yet node-a's rooms hear that `gone` left.
+    carol.expect("LEAVE lobby gone node lost");
     // One of the two keeps the nick; the other is renamed.
     let start = Instant::now();
     let users = loop {
@@ -349,7 +355,7 @@ fn after_an_outage_nodes_register_again_without_ghosts_or_duplicates() {
             .iter()
             .filter(|n| n.eq_ignore_ascii_case("zed"))
             .count();
-        if lines.last().map(String::as_str) == Some("END users 2") && zeds == 1 {
+        if lines.last().map(String::as_str) == Some("END users 3") && zeds == 1 {
             break nicks;
         }
         assert!(start.elapsed() < PATIENCE, "/users said {lines:?}");

@@ -36,6 +36,7 @@ use super::{tell_dispatcher, ClusterEvent, CHANNEL};
 use crate::alias::{AliasGenerator, PLAIN_ATTEMPTS};
 use crate::event::{ClientId, Event, OperatorError};
 use crate::stats::Stats;
+use crate::text::nick_key;
 
 /// How often the node looks for lost nodes (as often as it beats).
 pub const BEAT: Duration = super::heartbeat::BEAT;
@@ -138,6 +139,10 @@ struct Registry<'a> {
     /// Done once, at the first connection: without it, each unclean restart under a
     /// fixed `--node` name would keep [`ALIAS_POOL`] more aliases reserved for good.
     released_old_reservations: bool,
+    /// This node's users as it last registered them, by their nick's look: what the
+    /// other nodes last heard of. Redis may come back from an outage empty; the users
+    /// who left meanwhile are then found here, and the other nodes' rooms see them leave.
+    registered: HashMap<String, Entry>,
     /// When the pool may next be refilled, after a refill found every candidate taken
     /// (the alias space is nearly full): once a beat, not after every request.
     refill_after: Option<Instant>,
@@ -178,6 +183,7 @@ pub(super) fn run(
         failing: false,
         released_old_reservations: false,
         refill_after: None,
+        registered: HashMap::new(),
     };
     let mut next_beat = Instant::now();
     loop {
@@ -297,14 +303,34 @@ impl Registry<'_> {
         match request {
             Request::Claim { id, nick, room } => {
                 let won = self.with(|con, node| presence::claim(con, node, &nick, &room));
+                if won == Some(true) {
+                    let entry = Entry {
+                        nick: nick.clone(),
+                        room,
+                    };
+                    self.registered.insert(nick_key(&nick), entry);
+                }
                 let event = ClusterEvent::Claimed { id, nick, won };
                 tell_dispatcher(self.events, self.stop, event);
             }
             Request::Release { nick } => {
-                self.with(|con, node| presence::release(con, node, &nick));
+                // Kept while the register could not be told: the resync announces it.
+                if self
+                    .with(|con, node| presence::release(con, node, &nick))
+                    .is_some()
+                {
+                    self.registered.remove(&nick_key(&nick));
+                }
             }
             Request::Moved { nick, room } => {
-                self.with(|con, node| presence::moved(con, node, &nick, &room));
+                if self
+                    .with(|con, node| presence::moved(con, node, &nick, &room))
+                    .is_some()
+                {
+                    if let Some(entry) = self.registered.get_mut(&nick_key(&nick)) {
+                        entry.room = room;
+                    }
+                }
             }
             Request::Resync(users) => self.resync(&users),
             Request::Publish(payload) => {
@@ -387,20 +413,37 @@ impl Registry<'_> {
         let Some(found) = self.with(|con, node| presence::resync(con, node, &pairs)) else {
             return;
         };
+        let node = self.node;
+        // Declared lost while cut off: the other nodes' rooms saw all our users leave.
+        let declared_lost = self.with(|con, _| presence::take_lost_note(con, node)) == Some(true);
         // Sets, not scans: a node may have thousands of users, and each list is checked
         // against the other.
-        let now: HashSet<&str> = pairs.iter().map(|(nick, _)| nick.as_str()).collect();
+        let now: HashSet<String> = pairs.iter().map(|(nick, _)| nick_key(nick)).collect();
         let lost: HashSet<&str> = found.lost.iter().map(String::as_str).collect();
-        let gone: Vec<Entry> = found
-            .before
-            .into_iter()
-            .filter(|entry| !now.contains(entry.nick.as_str()))
-            .collect();
-        let node = self.node;
+        // Gone since the last registration: as the register had them, and as this node
+        // last registered them (Redis may have come back empty), unless the other nodes
+        // already saw them leave (declared lost).
+        let mut gone: HashMap<String, Entry> = HashMap::new();
+        if !declared_lost {
+            gone.extend(self.registered.drain());
+        }
+        gone.extend(found.before.into_iter().map(|e| (nick_key(&e.nick), e)));
+        gone.retain(|key, _| !now.contains(key));
+        let gone: Vec<Entry> = gone.into_values().collect();
         self.with(|con, _| publish_leaves(con, node, &gone, NODE_LOST));
-        // Declared lost while cut off: the other nodes' rooms saw our users leave; they
-        // see them come back.
-        if self.with(|con, _| presence::take_lost_note(con, node)) == Some(true) {
+        self.registered = pairs
+            .iter()
+            .filter(|(nick, _)| !lost.contains(nick.as_str()))
+            .map(|(nick, room)| {
+                let entry = Entry {
+                    nick: nick.clone(),
+                    room: room.clone(),
+                };
+                (nick_key(nick), entry)
+            })
+            .collect();
+        // They see our users come back.
+        if declared_lost {
             let back: Vec<Entry> = pairs
                 .iter()
                 .filter(|(nick, _)| !lost.contains(nick.as_str()))
