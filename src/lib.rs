@@ -49,7 +49,7 @@
 //! `dispatcher` → sockets, with the `writer` thread taking half of a long batch;
 //! `flusher` retries the sockets of clients that read slowly, and `sendq-watch` finds
 //! the clients that stopped reading while the kernel still buffers for them. In
-//! cluster mode, `cluster-sub`, `cluster-pub` and `cluster-reg` talk to Redis. With the
+//! cluster mode, `cluster-sub`, `cluster-pub`, `cluster-reg` and `cluster-beat` talk to Redis. With the
 //! `web` feature: `web-acceptor`, one `web-N` per web connection (an HTTP client, or a
 //! WebSocket user for its whole life), and `web-sessions`, which expires polling
 //! sessions. See the README's "How it works".

@@ -16,6 +16,7 @@ use common::broker::{await_link, free_port, linked, start_node, url, Redis};
 use common::{Client, PATIENCE};
 use underworld_line::cluster::CHANNEL;
 use underworld_line::console::stats_text;
+use underworld_line::text::nick_key;
 
 /// Reads lines until `done` says the lines read so far are enough; returns them all.
 fn read_until(client: &mut Client, done: impl Fn(&[String]) -> bool) -> Vec<String> {
@@ -332,5 +333,146 @@ fn the_binary_joins_a_cluster_with_redis_and_node() {
         start.elapsed() < Duration::from_secs(2),
         "took {:?}",
         start.elapsed()
+    );
+}
+
+/// A line signed with this node's name and a number it never used (forged by anyone
+/// with access to Redis, or a second node started with the same `--node`) settles
+/// nothing: the node's own lines still waiting for Redis are delivered in Redis's order,
+/// after the lines Redis put ahead of them. Redis is paused for writes (`CLIENT PAUSE
+/// WRITE`) so that the forged line, a line of another node and our own line reach it
+/// in that order, for sure.
+#[test]
+fn a_forged_line_with_our_name_settles_nothing() {
+    let redis = Redis::start();
+    let a = start_node(&redis.url(), "node-a");
+    let b = start_node(&redis.url(), "node-b");
+    await_link(&a, true);
+    await_link(&b, true);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let mut bob = Client::named(a.local_addr(), "bob");
+    let mut carol = Client::named(b.local_addr(), "carol");
+    // Everyone hears everyone (and each node is linked both ways).
+    carol.send("ready");
+    bob.expect("MSG lobby carol ready");
+    alice.send("set");
+    carol.expect("MSG lobby alice set");
+
+    let mut admin = redis.connect().expect("a raw Redis client");
+    // How many clients wait on the pause with a publish (ours: `publish`; a node's:
+    // `exec`, its publish and history in one MULTI).
+    let waiting = |admin: &mut redis::Connection| {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(admin).unwrap();
+        list.lines()
+            .filter(|l| {
+                // `flags=b`, or `flags=xb` for a client in a MULTI.
+                let flags = l.split(' ').find_map(|f| f.strip_prefix("flags="));
+                flags.is_some_and(|f| f.contains('b'))
+                    && (l.contains("cmd=publish") || l.contains("cmd=exec"))
+            })
+            .count()
+    };
+    let await_waiting = |admin: &mut redis::Connection, n: usize| {
+        let start = Instant::now();
+        while waiting(admin) < n {
+            if start.elapsed() > PATIENCE {
+                let list: String = redis::cmd("CLIENT").arg("LIST").query(admin).unwrap();
+                panic!("{n} publishers never waited: {list}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(5000)
+        .arg("WRITE")
+        .query(&mut admin)
+        .unwrap();
+    let forger = {
+        let mut raw = redis.connect().expect("a raw Redis client");
+        std::thread::spawn(move || {
+            let forged = format!("UWL1 node-a {} MSG lobby alice forged", u64::MAX);
+            redis::cmd("PUBLISH")
+                .arg(CHANNEL)
+                .arg(forged)
+                .query::<i64>(&mut raw)
+        })
+    };
+    await_waiting(&mut admin, 1);
+    carol.send("between");
+    await_waiting(&mut admin, 2);
+    alice.send("one");
+    await_waiting(&mut admin, 3);
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut admin)
+        .unwrap();
+    forger.join().unwrap().expect("the forged PUBLISH");
+
+    let skipped = bob.expect("MSG lobby carol between");
+    assert!(
+        !skipped
+            .iter()
+            .any(|l| l.contains("one") || l.contains("forged")),
+        "{skipped:?}"
+    );
+    bob.expect("MSG lobby alice one");
+    bob.send("/ping done");
+    let after = bob.expect("PONG done");
+    assert!(!after.iter().any(|l| l.contains("forged")), "{after:?}");
+}
+
+/// A nick is freed in the register only after the line that gives it up (a rename's
+/// `NICK`, a quitter's `LEAVE`) is out on Redis: no other node can take it first (it
+/// would then drop that line, which names one of its own users). Checked in the order
+/// Redis ran the commands (`MONITOR`).
+#[test]
+fn a_nick_is_freed_only_after_the_line_that_gives_it_up() {
+    let redis = Redis::start();
+    let a = start_node(&redis.url(), "node-a");
+    await_link(&a, true);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let mut bob = Client::named(a.local_addr(), "bob");
+
+    let mut monitor = redis.connect().expect("a raw Redis client");
+    monitor.set_read_timeout(Some(PATIENCE)).unwrap();
+    let ok: String = redis::cmd("MONITOR").query(&mut monitor).unwrap();
+    assert_eq!(ok, "OK");
+    alice.send("/nick alicia");
+    bob.expect("NICK alice alicia");
+    alice.send("/quit");
+    alice.expect_bye();
+    bob.expect_prefix("LEAVE lobby alicia ");
+
+    // The release script, as MONITOR shows it (its one `HDEL` of `KEYS[2]`), for
+    // `nick` (its last argument is the nick's look).
+    let release_of = |l: &str, nick: &str| {
+        l.contains("redis.call('HDEL', KEYS[2], ARGV[2])")
+            && l.ends_with(&format!("\"node-a\" \"{}\"", nick_key(nick)))
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let start = Instant::now();
+    while !seen.iter().any(|l| release_of(l, "alicia")) {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "alicia's release never ran: {seen:?}"
+        );
+        let line: redis::Value = monitor.recv_response().expect("a MONITOR line");
+        if let redis::Value::SimpleString(line) = line {
+            seen.push(line);
+        }
+    }
+    let position = |what: &dyn Fn(&str) -> bool| seen.iter().position(|l| what(l));
+    let renamed = position(&|l| l.contains("NICK lobby alice alicia")).expect("the NICK");
+    let left = position(&|l| l.contains("LEAVE lobby alicia")).expect("the LEAVE");
+    let freed_alice = position(&|l| release_of(l, "alice")).expect("alice's release");
+    let freed_alicia = position(&|l| release_of(l, "alicia")).expect("alicia's release");
+    assert!(
+        renamed < freed_alice,
+        "alice freed before her NICK line: {seen:?}"
+    );
+    assert!(
+        left < freed_alicia,
+        "alicia freed before her LEAVE line: {seen:?}"
     );
 }

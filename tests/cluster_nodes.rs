@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use common::broker::{await_link, start_node, NodeProcess, Redis};
 use common::{Client, PATIENCE};
+use underworld_line::cluster::registry::ALIAS_POOL;
 
 /// A list's lines (`/users`, `/who`, `/rooms`), up to and with its `END` line.
 fn list(client: &mut Client, command: &str) -> Vec<String> {
@@ -93,6 +94,81 @@ fn a_killed_node_s_users_leave_and_their_nicks_are_free() {
         &mut dave,
         &["USER alice den", "USER dave lobby", "END users 2"],
     );
+}
+
+/// A node declared lost while its Redis connection stays open (here: frozen with
+/// SIGSTOP, as a starved or paused node would be) registers its users again as soon as
+/// it beats: the other nodes list them again and their nicks are theirs once more (no
+/// ghost, no nick held twice).
+#[test]
+fn a_node_declared_lost_while_connected_registers_again() {
+    let redis = Redis::start();
+    let sleepy = NodeProcess::start(&redis, "sleepy");
+    let survivor = start_node(&redis.url(), "survivor");
+    await_link(&survivor, true);
+
+    let mut dave = Client::named(survivor.local_addr(), "dave");
+    let mut carol = Client::named(sleepy.addr, "carol");
+    await_users(
+        &mut dave,
+        &["USER carol lobby", "USER dave lobby", "END users 2"],
+    );
+
+    sleepy.signal("STOP");
+    dave.expect("LEAVE lobby carol node lost");
+    sleepy.signal("CONT");
+    // Her node announces her again, and the register knows her again.
+    dave.expect("JOIN lobby carol");
+    await_users(
+        &mut dave,
+        &["USER carol lobby", "USER dave lobby", "END users 2"],
+    );
+    dave.send("/nick carol");
+    dave.expect_prefix("ERR nick-taken");
+    // Carol never noticed a thing.
+    carol.send("/ping still here");
+    carol.expect("PONG still here");
+}
+
+/// A node restarted under the same `--node` name after it was killed (no goodbye to
+/// Redis) gives back the aliases its earlier run reserved before it reserves its own:
+/// restarts do not eat the alias space.
+#[test]
+fn a_restarted_node_gives_back_the_aliases_it_reserved_before() {
+    let redis = Redis::start();
+    let mut raw = redis.connect().expect("a raw Redis client");
+    let reserved = |raw: &mut redis::Connection| -> BTreeSet<String> {
+        redis::cmd("HKEYS")
+            .arg("underworld-line:reserved:fixed")
+            .query(raw)
+            .unwrap()
+    };
+    let full = ALIAS_POOL;
+    let await_full_pool = |raw: &mut redis::Connection, old: &BTreeSet<String>| {
+        let start = Instant::now();
+        loop {
+            let now = reserved(raw);
+            if now.len() == full && now != *old {
+                return now;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{} aliases reserved (want {full} new ones)",
+                now.len()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let mut first = NodeProcess::start(&redis, "fixed");
+    let old = await_full_pool(&mut raw, &BTreeSet::new());
+    first.kill();
+    let _second = NodeProcess::start(&redis, "fixed");
+    await_full_pool(&mut raw, &old);
+    let held: usize = redis::cmd("HLEN")
+        .arg("underworld-line:nicks")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(held, full, "the first run's aliases are still held");
 }
 
 /// Nicks are unique across nodes by the same rules as on one node (case, lookalikes,
@@ -219,7 +295,8 @@ fn lists_show_every_node() {
 /// Redis stops: each node goes on alone, and a nick can be taken on both sides. Redis
 /// comes back empty (no persistence): every node registers its users again; of two
 /// users with one nick, the first registered keeps it and the other gets a fresh alias
-/// (`NICK`); users who left during the outage are not listed. No ghost, no duplicate.
+/// (`NICK`); users who left during the outage are not listed, and the other nodes' rooms
+/// see them leave (`node lost`). No ghost, no duplicate.
 #[test]
 fn after_an_outage_nodes_register_again_without_ghosts_or_duplicates() {
     let mut redis = Redis::start();
@@ -233,13 +310,16 @@ fn after_an_outage_nodes_register_again_without_ghosts_or_duplicates() {
     let mut alice = Client::named(a.local_addr(), "alice");
     let mut bob = Client::named(b.local_addr(), "bob");
     let mut gone = Client::named(b.local_addr(), "gone");
+    // Watches the lobby from node-a.
+    let mut carol = Client::named(a.local_addr(), "carol");
     await_users(
         &mut alice,
         &[
             "USER alice lobby",
             "USER bob lobby",
+            "USER carol lobby",
             "USER gone lobby",
-            "END users 3",
+            "END users 4",
         ],
     );
 
@@ -260,6 +340,8 @@ fn after_an_outage_nodes_register_again_without_ghosts_or_duplicates() {
     let _redis = Redis::start_on(port);
     await_link(&a, true);
     await_link(&b, true);
+    // Redis came back empty, yet node-a's rooms hear that `gone` left.
+    carol.expect("LEAVE lobby gone node lost");
     // One of the two keeps the nick; the other is renamed.
     let start = Instant::now();
     let users = loop {
@@ -273,7 +355,7 @@ fn after_an_outage_nodes_register_again_without_ghosts_or_duplicates() {
             .iter()
             .filter(|n| n.eq_ignore_ascii_case("zed"))
             .count();
-        if lines.last().map(String::as_str) == Some("END users 2") && zeds == 1 {
+        if lines.last().map(String::as_str) == Some("END users 3") && zeds == 1 {
             break nicks;
         }
         assert!(start.elapsed() < PATIENCE, "/users said {lines:?}");
@@ -569,17 +651,66 @@ fn garbage_in_the_register_is_skipped() {
         .arg("z")
         .arg(&b"\xff\xfe"[..])
         .arg("w")
-        .arg("eve den"));
+        .arg("eve den")
+        // A lookalike of a local user's nick: the local user is listed, once.
+        .arg("v")
+        .arg("ALICE den"));
+    // A user of our own node that our node does not have: not listed (the node's own
+    // table is the truth about its users).
+    run(redis::cmd("HSET")
+        .arg("underworld-line:users:node-a")
+        .arg("ghost")
+        .arg("ghost den"));
     run(redis::cmd("LPUSH")
         .arg("underworld-line:history:den")
         .arg(&b"\xff"[..])
         .arg("1 MSG den evil \x1b[31mred")
         .arg("garbage"));
 
+    // Keys of the wrong type: an alive node whose users are a string, a dead one too.
+    // Each makes one command fail; none may stop the lists or the clean-up of lost nodes.
+    run(redis::cmd("SADD")
+        .arg("underworld-line:nodes")
+        .arg("wrongtype")
+        .arg("deadwrong"));
+    run(redis::cmd("SET")
+        .arg("underworld-line:alive:wrongtype")
+        .arg(1));
+    run(redis::cmd("SET")
+        .arg("underworld-line:users:wrongtype")
+        .arg("x"));
+    run(redis::cmd("SET")
+        .arg("underworld-line:users:deadwrong")
+        .arg("x"));
+
     await_users(
         &mut alice,
         &["USER alice den", "USER eve den", "END users 2"],
     );
+    assert_eq!(
+        list(&mut alice, "/who"),
+        ["WHO den alice", "WHO den eve", "END who 2"]
+    );
+    // A node killed now is still found lost, and its users leave.
+    let mut doomed = NodeProcess::start(&redis, "doomed");
+    let carol = Client::named(doomed.addr, "carol");
+    await_users(
+        &mut alice,
+        &[
+            "USER alice den",
+            "USER carol lobby",
+            "USER eve den",
+            "END users 3",
+        ],
+    );
+    alice.send("/join lobby");
+    alice.expect("JOIN lobby alice");
+    doomed.kill();
+    drop(carol);
+    alice.expect("LEAVE lobby carol node lost");
+    alice.send("/join den");
+    alice.expect("JOIN den alice");
+
     let mut bob = Client::named(a.local_addr(), "bob");
     bob.send("/join den");
     bob.next_is("JOIN den bob");

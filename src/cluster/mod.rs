@@ -11,7 +11,10 @@
 //! The dispatcher never waits on the network: it hands each room line to the
 //! `cluster-pub` thread over a bounded crossbeam channel (without blocking), and the
 //! `cluster-sub` thread hands it every message it hears as an [`Event::Cluster`],
-//! like any other thread. Both threads reconnect on their own, with back-off.
+//! like any other thread. Both threads reconnect on their own, with back-off. Two more
+//! threads keep the register (who is online where): `cluster-reg`, which answers the
+//! dispatcher's requests, and `cluster-beat`, the heartbeat alone, on its own connection
+//! so that it never waits behind `cluster-reg` (which may wait for a busy dispatcher).
 //!
 //! **One order.** Every node publishes to one Redis channel, and Redis delivers a
 //! channel's messages to each subscriber in one order. A node delivers even its own
@@ -28,12 +31,13 @@
 //!
 //! | file | its one job |
 //! |---|---|
-//! | `mod.rs` | the settings, the events, starting and stopping the two threads |
+//! | `mod.rs` | the settings, the events, starting and stopping the four threads |
 //! | [`wire`] | the message format and its strict parser |
 //! | [`direct`] | the messages that are not room lines: whispers, notices, kicks |
 //! | [`history`] | room history in Redis, written and read with the room lines |
 //! | [`presence`] | the register in Redis: nicks, users, heartbeats (keys and scripts) |
-//! | `registry.rs` | the `cluster-reg` thread: claims, heartbeat, lost nodes, list queries |
+//! | `registry.rs` | the `cluster-reg` thread: claims, lost nodes, list queries |
+//! | `heartbeat.rs` | the `cluster-beat` thread: this node's heartbeat, and nothing else |
 //! | `subscriber.rs` | the `cluster-sub` thread: SUBSCRIBE, parse, hand to the dispatcher |
 //! | `publisher.rs` | the `cluster-pub` thread: PUBLISH what the dispatcher hands it |
 //! | `retry.rs` | back-off between connection attempts, and a log that does not flood |
@@ -53,6 +57,7 @@ use crate::event::{ClientId, Event};
 use crate::stats::Stats;
 
 pub mod direct;
+mod heartbeat;
 pub mod history;
 pub mod presence;
 mod publisher;
@@ -222,7 +227,8 @@ pub(crate) struct Outgoing {
     pub(crate) history: history::HistoryOp,
 }
 
-/// The three threads of a node in cluster mode, as the dispatcher holds them.
+/// The threads of a node in cluster mode, as the dispatcher holds them
+/// (`cluster-beat` is held, stopped and joined by `cluster-reg`).
 /// Dropping it stops them: the publisher and the register thread see their channels
 /// close, the subscriber the flag.
 pub(crate) struct Bridge {
@@ -234,8 +240,8 @@ pub(crate) struct Bridge {
 }
 
 impl Bridge {
-    /// Starts `cluster-sub`, `cluster-pub` and `cluster-reg` for `config`; they send to
-    /// `events`.
+    /// Starts `cluster-sub`, `cluster-pub`, `cluster-reg` and `cluster-beat` for
+    /// `config`; they send to `events`.
     pub(crate) fn start(
         config: &ClusterConfig,
         events: Sender<Event>,
@@ -258,6 +264,20 @@ impl Bridge {
                 .name("cluster-sub".into())
                 .spawn(move || subscriber::run(&client, &events, &stop, &broker))?
         };
+        let heartbeat = {
+            let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+            let forgotten = Arc::new(AtomicBool::new(false));
+            let (client, node, flag) =
+                (client.clone(), config.node.clone(), Arc::clone(&forgotten));
+            let thread = thread::Builder::new()
+                .name("cluster-beat".into())
+                .spawn(move || heartbeat::run(&client, &node, &stopped, &flag))?;
+            registry::Heartbeat {
+                stop,
+                thread,
+                forgotten,
+            }
+        };
         let (requests, to_register) = crossbeam_channel::bounded(PUBLISH_QUEUE);
         let (pool, aliases) = crossbeam_channel::bounded(registry::ALIAS_POOL);
         let registry = {
@@ -270,7 +290,16 @@ impl Bridge {
             thread::Builder::new()
                 .name("cluster-reg".into())
                 .spawn(move || {
-                    registry::run(&client, &node, to_register, &pool, &events, &stop, &stats)
+                    registry::run(
+                        &client,
+                        &node,
+                        to_register,
+                        &pool,
+                        &events,
+                        &stop,
+                        &stats,
+                        heartbeat,
+                    )
                 })?
         };
         let publisher = {

@@ -1,6 +1,7 @@
 //! Who is online where, kept in Redis: the cluster's nick register and each node's
-//! heartbeat. Only the `cluster-reg` thread calls these (`registry.rs`); each function is
-//! one round trip (or one pipeline) on its connection.
+//! heartbeat. Only the `cluster-reg` thread calls these (`registry.rs`), and
+//! `cluster-beat` calls [`beat`] (`heartbeat.rs`); each function is one round trip (or
+//! one pipeline) on the caller's connection.
 //!
 //! The keys:
 //!
@@ -11,8 +12,7 @@
 //! | `underworld-line:nicks` | hash | a nick's look ([`nick_key`]) → the node whose user holds it |
 //! | `underworld-line:users:<node>` | hash | a nick's look → `<nick> <room>`, for each user of that node |
 //! | `underworld-line:reserved:<node>` | hash | a nick's look → the alias the node reserved for its next users |
-//! | `underworld-line:reaping:<node>` | string with a TTL | one node at a time cleans up after a lost one |
-//! | `underworld-line:lost:<node>` | string with a TTL | the node was declared lost: if it comes back, it announces its users again |
+//! //! | `underworld-line:lost:<node>` | string with a TTL | the node was declared lost: if it comes back, it announces its users again |
 //!
 //! Claims, releases and clean-ups are Lua scripts (`EVAL`): Redis runs each one whole,
 //! with nothing in between, so two nodes claiming one nick at once cannot both win, and a
@@ -20,16 +20,13 @@
 
 use std::time::Duration;
 
-use redis::{Connection, RedisResult};
+use redis::{Connection, RedisResult, Value};
 
 use crate::text::nick_key;
 
 /// How long a node counts as alive after its last heartbeat. Its users are declared
 /// gone at most this long (plus one [`super::registry`] tick) after it dies.
 pub const ALIVE_TTL: Duration = Duration::from_secs(5);
-
-/// How long the node that cleans up after a lost one may take before another may try.
-const REAPING_TTL: Duration = Duration::from_secs(10);
 
 /// Every registered node.
 const NODES: &str = "underworld-line:nodes";
@@ -46,10 +43,6 @@ fn users_key(node: &str) -> String {
 
 fn reserved_key(node: &str) -> String {
     format!("underworld-line:reserved:{node}")
-}
-
-fn reaping_key(node: &str) -> String {
-    format!("underworld-line:reaping:{node}")
 }
 
 fn lost_key(node: &str) -> String {
@@ -122,6 +115,55 @@ end
 return 1
 ";
 
+/// Cleans up after a lost node, in one step: unless its heartbeat is back (it was only
+/// slow) or another node cleaned up first (it is no longer registered), and only if its
+/// users are still exactly those that were read a moment before, publishes their
+/// `LEAVE` lines, notes that the node was declared lost, frees its nicks and forgets it.
+/// Returns 1 if it did, 0 if there was nothing to do, -1 if the users changed (try again
+/// at the next beat). One script, so that nothing can come in between: a node whose
+/// heartbeat comes back a moment later finds itself forgotten ([`beat`] says so) and
+/// registers again; it can never be half forgotten.
+/// KEYS: alive:node, nodes, users:node, nicks, reserved:node, lost:node.
+/// ARGV: node, lost note TTL (ms), channel, n, then n (field, value) pairs as read, then
+/// the `LEAVE` lines.
+const REAP: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return 0 end
+local n = tonumber(ARGV[4])
+if redis.call('HLEN', KEYS[3]) ~= n then return -1 end
+for i = 0, n - 1 do
+  if redis.call('HGET', KEYS[3], ARGV[5 + 2 * i]) ~= ARGV[6 + 2 * i] then return -1 end
+end
+for i = 5 + 2 * n, #ARGV do
+  redis.call('PUBLISH', ARGV[3], ARGV[i])
+end
+redis.call('SET', KEYS[6], 1, 'PX', ARGV[2])
+for _, k in ipairs({KEYS[3], KEYS[5]}) do
+  local fields = redis.call('HKEYS', k)
+  for i = 1, #fields do
+    if redis.call('HGET', KEYS[4], fields[i]) == ARGV[1] then
+      redis.call('HDEL', KEYS[4], fields[i])
+    end
+  end
+  redis.call('DEL', k)
+end
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
+";
+
+/// Gives back every alias reserved for `node`'s next users (nicks only it holds).
+/// KEYS: nicks, reserved:node. ARGV: node. Returns how many there were.
+const RELEASE_RESERVED: &str = r"
+local fields = redis.call('HKEYS', KEYS[2])
+for i = 1, #fields do
+  if redis.call('HGET', KEYS[1], fields[i]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], fields[i])
+  end
+end
+redis.call('DEL', KEYS[2])
+return #fields
+";
+
 /// Forgets a node's registered users (its reserved aliases stay reserved), then claims
 /// every user it has now: returns what it had before, and the looks another node holds
 /// (those users must change nick). KEYS: nicks, users:node. ARGV: node, then key, nick,
@@ -176,6 +218,14 @@ pub fn reserve(con: &mut Connection, node: &str, nick: &str) -> RedisResult<bool
         .map(|won| won == 1)
 }
 
+/// Gives back every alias reserved for `node`'s next users: how many there were.
+pub fn release_reserved(con: &mut Connection, node: &str) -> RedisResult<usize> {
+    let reserved = reserved_key(node);
+    eval(RELEASE_RESERVED, &[NICKS, &reserved])
+        .arg(node)
+        .query(con)
+}
+
 /// Frees `nick`, if `node` holds it.
 pub fn release(con: &mut Connection, node: &str, nick: &str) -> RedisResult<()> {
     let users = users_key(node);
@@ -221,7 +271,9 @@ pub fn resync(
         cmd.arg(nick_key(nick)).arg(nick).arg(room);
     }
     let (before, lost_keys): (Vec<Bytes>, Vec<Bytes>) = cmd.query(con)?;
-    let (before, lost_keys) = (text(before), text(lost_keys));
+    let before = text(before);
+    // A set: each user is checked against it (a scan would cost users x lost).
+    let lost_keys: std::collections::HashSet<String> = text(lost_keys).into_iter().collect();
     let lost = users
         .iter()
         .filter(|(nick, _)| lost_keys.contains(&nick_key(nick)))
@@ -233,9 +285,12 @@ pub fn resync(
     })
 }
 
-/// The heartbeat: `node` is alive for [`ALIVE_TTL`] more, and registered.
-pub fn beat(con: &mut Connection, node: &str) -> RedisResult<()> {
-    redis::pipe()
+/// The heartbeat: `node` is alive for [`ALIVE_TTL`] more, and registered. True if it
+/// was not registered: either its first beat, or another node declared it lost and
+/// forgot it (its users are gone from the register, though the node never stopped):
+/// then it must register its users again.
+pub fn beat(con: &mut Connection, node: &str) -> RedisResult<bool> {
+    let (added,): (i64,) = redis::pipe()
         .cmd("SET")
         .arg(alive_key(node))
         .arg(1)
@@ -245,8 +300,8 @@ pub fn beat(con: &mut Connection, node: &str) -> RedisResult<()> {
         .cmd("SADD")
         .arg(NODES)
         .arg(node)
-        .ignore()
-        .query::<()>(con)
+        .query(con)?;
+    Ok(added == 1)
 }
 
 /// The registered nodes whose heartbeat has stopped (other than `me`).
@@ -287,12 +342,28 @@ pub fn live_nodes(con: &mut Connection) -> RedisResult<Vec<(String, Vec<Entry>)>
     for node in &live {
         pipe.cmd("HGETALL").arg(users_key(node));
     }
-    let users: Vec<Vec<Bytes>> = pipe.query(con)?;
+    // Each answer on its own: a node whose key is not a hash (written by someone else)
+    // is skipped, not the whole list.
+    let users = each_answer(con, &pipe, live.len())?;
     Ok(live
         .into_iter()
         .zip(users)
-        .map(|(node, users)| (node, entries(&text(users))))
+        .filter_map(|(node, users)| {
+            let users: Vec<Bytes> = redis::from_redis_value(&users).ok()?;
+            Some((node, entries(&text(users))))
+        })
         .collect())
+}
+
+/// Sends the `count` commands of `pipe` and returns each answer as it came, an error
+/// answer included (`pipe.query` would fail whole at the first one).
+fn each_answer(
+    con: &mut Connection,
+    pipe: &redis::Pipeline,
+    count: usize,
+) -> RedisResult<Vec<Value>> {
+    use redis::ConnectionLike;
+    con.req_packed_commands(&pipe.get_packed_pipeline(), 0, count)
 }
 
 /// Every live node (heartbeat alive) and how many users it registered, by name.
@@ -307,12 +378,14 @@ pub fn census(con: &mut Connection) -> RedisResult<Vec<(String, usize)>> {
         pipe.cmd("EXISTS").arg(alive_key(node));
         pipe.cmd("HLEN").arg(users_key(node));
     }
-    let answers: Vec<usize> = pipe.query(con)?;
+    // Each answer on its own: a node whose key has the wrong type (an error answer) is
+    // skipped, not the whole census.
+    let answers = each_answer(con, &pipe, 2 * nodes.len())?;
     Ok(nodes
         .into_iter()
         .zip(answers.chunks(2))
         .filter_map(|(node, pair)| match pair {
-            [1, users] => Some((node, *users)),
+            [Value::Int(1), Value::Int(users)] => Some((node, usize::try_from(*users).ok()?)),
             _ => None,
         })
         .collect())
@@ -336,32 +409,10 @@ pub fn locate(con: &mut Connection, me: &str, nick: &str) -> RedisResult<Option<
     Ok(entry.map(|entry| (node, entry)))
 }
 
-/// Takes the right to clean up after `node`: true for the one node that gets it.
-pub fn start_reaping(con: &mut Connection, node: &str, me: &str) -> RedisResult<bool> {
-    let taken: Option<String> = redis::cmd("SET")
-        .arg(reaping_key(node))
-        .arg(me)
-        .arg("NX")
-        .arg("PX")
-        .arg(REAPING_TTL.as_millis() as u64)
-        .query(con)?;
-    Ok(taken.is_some())
-}
-
 /// The users `node` registered.
 pub fn users_of(con: &mut Connection, node: &str) -> RedisResult<Vec<Entry>> {
     let users: Vec<Bytes> = redis::cmd("HGETALL").arg(users_key(node)).query(con)?;
     Ok(entries(&text(users)))
-}
-
-/// Notes that `node` was declared lost (its users' `LEAVE` lines went out).
-pub fn mark_lost(con: &mut Connection, node: &str) -> RedisResult<()> {
-    redis::cmd("SET")
-        .arg(lost_key(node))
-        .arg(1)
-        .arg("PX")
-        .arg(LOST_NOTE_TTL.as_millis() as u64)
-        .query::<()>(con)
 }
 
 /// Whether `node` was declared lost since it last asked (the note is taken away).
@@ -370,6 +421,55 @@ pub fn take_lost_note(con: &mut Connection, node: &str) -> RedisResult<bool> {
         .arg(lost_key(node))
         .query::<i64>(con)
         .map(|deleted| deleted == 1)
+}
+
+/// What [`reap`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reaped {
+    /// The node was cleaned up: these users left (their `LEAVE` lines are out).
+    Done(Vec<Entry>),
+    /// Nothing to do: the node is alive again, or another node cleaned up first.
+    Nothing,
+    /// Its users changed between the read and the clean-up: try again later.
+    Changed,
+}
+
+/// Cleans up after the lost node `node` in one step (the `REAP` script): `leaves` gives the
+/// `LEAVE` lines to publish for its users, as read just before.
+pub fn reap(
+    con: &mut Connection,
+    node: &str,
+    leaves: impl FnOnce(&[Entry]) -> Vec<String>,
+) -> RedisResult<Reaped> {
+    let raw: Vec<Bytes> = redis::cmd("HGETALL").arg(users_key(node)).query(con)?;
+    let users = entries(&text(raw.clone()));
+    let keys = [
+        alive_key(node),
+        NODES.to_string(),
+        users_key(node),
+        NICKS.to_string(),
+        reserved_key(node),
+        lost_key(node),
+    ];
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mut cmd = eval(REAP, &keys);
+    cmd.arg(node)
+        .arg(LOST_NOTE_TTL.as_millis() as u64)
+        .arg(super::CHANNEL)
+        .arg(raw.len() / 2);
+    // The snapshot goes back byte for byte (even a value that is not UTF-8), so that
+    // the script compares what it really holds.
+    for value in &raw {
+        cmd.arg(value.as_slice());
+    }
+    for line in leaves(&users) {
+        cmd.arg(line);
+    }
+    Ok(match cmd.query::<i64>(con)? {
+        1 => Reaped::Done(users),
+        0 => Reaped::Nothing,
+        _ => Reaped::Changed,
+    })
 }
 
 /// Forgets `node` altogether: its nicks are free, it is no longer registered.

@@ -6,19 +6,22 @@
 //!   answer comes back as [`ClusterEvent::Claimed`]), free one, move a user, re-register
 //!   everyone; find the node of a nick for a whisper or a kick and send it there; read
 //!   every node's users for `/users`, `/who`, `/rooms`;
-//! - **the heartbeat**, every [`BEAT`]: this node is alive for [`presence::ALIVE_TTL`];
+//! - **a look around**, every [`BEAT`]: the count of live nodes for `/stats`;
 //! - **aliases reserved ahead**, [`ALIAS_POOL`] of them, so that a new user's alias is
 //!   theirs across the cluster from their first line;
 //! - **finding lost nodes**, at each beat: a registered node whose heartbeat has stopped
-//!   (killed, or cut off from Redis) is cleaned up by one node: its users' `LEAVE
-//!   <room> <nick> node lost` lines are published for every node's rooms, then its nicks
-//!   are freed.
+//!   (killed, frozen, or cut off from Redis) is cleaned up in one script (`presence::reap`): its
+//!   users' `LEAVE <room> <nick> node lost` lines are published for every node's rooms,
+//!   its nicks are freed, and it is forgotten. A node whose heartbeat (the
+//!   `cluster-beat` thread, `heartbeat.rs`) finds it forgotten (it was only frozen or
+//!   starved) registers and announces its users again, here.
 //!
 //! While Redis is unreachable, claims are answered "unknown" at once (the dispatcher
 //! then follows the local rules alone), and the rest waits for the resync: each time
 //! the thread connects, it asks the dispatcher for every local user
 //! ([`ClusterEvent::ResyncWanted`]) and registers them all again.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -33,9 +36,10 @@ use super::{tell_dispatcher, ClusterEvent, CHANNEL};
 use crate::alias::{AliasGenerator, PLAIN_ATTEMPTS};
 use crate::event::{ClientId, Event, OperatorError};
 use crate::stats::Stats;
+use crate::text::nick_key;
 
-/// How often the node beats and looks for lost nodes.
-pub const BEAT: Duration = Duration::from_secs(1);
+/// How often the node looks for lost nodes (as often as it beats).
+pub const BEAT: Duration = super::heartbeat::BEAT;
 
 /// How long connecting, or one command, may take.
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -130,8 +134,32 @@ struct Registry<'a> {
     backoff: Backoff,
     /// A failure is logged once, then not again until the thread has connected.
     failing: bool,
+    /// Whether the aliases reserved under this node's name by an earlier process (one
+    /// that stopped without leaving the register: killed, crashed) were given back.
+    /// Done once, at the first connection: without it, each unclean restart under a
+    /// fixed `--node` name would keep [`ALIAS_POOL`] more aliases reserved for good.
+    released_old_reservations: bool,
+    /// This node's users as it last registered them, by their nick's look: what the
+    /// other nodes last heard of. Redis may come back from an outage empty; the users
+    /// who left meanwhile are then found here, and the other nodes' rooms see them leave.
+    registered: HashMap<String, Entry>,
+    /// When the pool may next be refilled, after a refill found every candidate taken
+    /// (the alias space is nearly full): once a beat, not after every request.
+    refill_after: Option<Instant>,
 }
 
+/// The `cluster-beat` thread, as `cluster-reg` holds it: it stops it before the node
+/// leaves the register, so that no late beat registers the node again.
+pub(super) struct Heartbeat {
+    /// Dropped to stop the thread.
+    pub(super) stop: Sender<()>,
+    /// Joined before leaving the register.
+    pub(super) thread: std::thread::JoinHandle<()>,
+    /// Raised by the thread when a beat found this node forgotten by the register.
+    pub(super) forgotten: std::sync::Arc<AtomicBool>,
+}
+
+#[allow(clippy::too_many_arguments)] // one call site, each argument named there
 pub(super) fn run(
     client: &redis::Client,
     node: &str,
@@ -140,6 +168,7 @@ pub(super) fn run(
     events: &Sender<Event>,
     stop: &AtomicBool,
     stats: &Stats,
+    heartbeat: Heartbeat,
 ) {
     let mut registry = Registry {
         client,
@@ -152,6 +181,9 @@ pub(super) fn run(
         connection: None,
         backoff: Backoff::new(),
         failing: false,
+        released_old_reservations: false,
+        refill_after: None,
+        registered: HashMap::new(),
     };
     let mut next_beat = Instant::now();
     loop {
@@ -164,11 +196,24 @@ pub(super) fn run(
         if stop.load(Ordering::SeqCst) {
             break;
         }
+        if heartbeat.forgotten.swap(false, Ordering::SeqCst) {
+            // Another node declared us lost (we were too slow to beat: frozen or
+            // starved) while our connections stayed open: our users are gone from the
+            // register and the other nodes saw them leave. Register them again and
+            // announce them, exactly as after a reconnect.
+            log::warn!("cluster-reg: this node was declared lost: registering its users again");
+            tell_dispatcher(events, stop, ClusterEvent::ResyncWanted);
+        }
         if Instant::now() >= next_beat {
             registry.beat();
             next_beat = Instant::now() + BEAT;
         }
         registry.refill_pool();
+    }
+    // No beat after this: the node leaves the register for good.
+    drop(heartbeat.stop);
+    if heartbeat.thread.join().is_err() {
+        log::error!("cluster-beat panicked");
     }
     registry.leave_cluster();
     log::debug!("cluster-reg stopped");
@@ -195,10 +240,28 @@ impl Registry<'_> {
         self.connection.as_mut()
     }
 
-    fn connect(&self) -> RedisResult<Connection> {
+    fn connect(&mut self) -> RedisResult<Connection> {
         let mut connection = self.client.get_connection_with_timeout(TIMEOUT)?;
         connection.set_write_timeout(Some(TIMEOUT))?;
         connection.set_read_timeout(Some(TIMEOUT))?;
+        if !self.released_old_reservations {
+            // Before this process reserves any: whatever is reserved is an earlier one's.
+            match presence::release_reserved(&mut connection, self.node) {
+                Ok(0) => {}
+                Ok(released) => {
+                    log::info!(
+                        "cluster-reg: {released} aliases reserved by an earlier run released"
+                    )
+                }
+                Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+                    return Err(e)
+                }
+                // An error answer (the key has another type): nothing we can give back.
+                Err(e) => log::debug!("cluster-reg: {e}"),
+            }
+            self.released_old_reservations = true;
+        }
+        // The first beat registers the node; the resync follows anyway (see above).
         presence::beat(&mut connection, self.node)?;
         Ok(connection)
     }
@@ -221,8 +284,16 @@ impl Registry<'_> {
         let result = op(self.connection()?, node);
         match result {
             Ok(value) => Some(value),
-            Err(e) => {
+            // The connection is broken (or in doubt): start over on a new one.
+            Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
                 self.failed(&e);
+                None
+            }
+            // Redis answered, with an error (e.g. a key of the wrong type, written there
+            // by someone else): this one operation failed, the connection is fine.
+            // Dropping it would make one bad key stop every node's work at each beat.
+            Err(e) => {
+                log::debug!("cluster-reg: {e}");
                 None
             }
         }
@@ -232,14 +303,34 @@ impl Registry<'_> {
         match request {
             Request::Claim { id, nick, room } => {
                 let won = self.with(|con, node| presence::claim(con, node, &nick, &room));
+                if won == Some(true) {
+                    let entry = Entry {
+                        nick: nick.clone(),
+                        room,
+                    };
+                    self.registered.insert(nick_key(&nick), entry);
+                }
                 let event = ClusterEvent::Claimed { id, nick, won };
                 tell_dispatcher(self.events, self.stop, event);
             }
             Request::Release { nick } => {
-                self.with(|con, node| presence::release(con, node, &nick));
+                // Kept while the register could not be told: the resync announces it.
+                if self
+                    .with(|con, node| presence::release(con, node, &nick))
+                    .is_some()
+                {
+                    self.registered.remove(&nick_key(&nick));
+                }
             }
             Request::Moved { nick, room } => {
-                self.with(|con, node| presence::moved(con, node, &nick, &room));
+                if self
+                    .with(|con, node| presence::moved(con, node, &nick, &room))
+                    .is_some()
+                {
+                    if let Some(entry) = self.registered.get_mut(&nick_key(&nick)) {
+                        entry.room = room;
+                    }
+                }
             }
             Request::Resync(users) => self.resync(&users),
             Request::Publish(payload) => {
@@ -322,19 +413,40 @@ impl Registry<'_> {
         let Some(found) = self.with(|con, node| presence::resync(con, node, &pairs)) else {
             return;
         };
-        let gone: Vec<Entry> = found
-            .before
-            .into_iter()
-            .filter(|entry| !pairs.iter().any(|(nick, _)| *nick == entry.nick))
-            .collect();
         let node = self.node;
+        // Declared lost while cut off: the other nodes' rooms saw all our users leave.
+        let declared_lost = self.with(|con, _| presence::take_lost_note(con, node)) == Some(true);
+        // Sets, not scans: a node may have thousands of users, and each list is checked
+        // against the other.
+        let now: HashSet<String> = pairs.iter().map(|(nick, _)| nick_key(nick)).collect();
+        let lost: HashSet<&str> = found.lost.iter().map(String::as_str).collect();
+        // Gone since the last registration: as the register had them, and as this node
+        // last registered them (Redis may have come back empty), unless the other nodes
+        // already saw them leave (declared lost).
+        let mut gone: HashMap<String, Entry> = HashMap::new();
+        if !declared_lost {
+            gone.extend(self.registered.drain());
+        }
+        gone.extend(found.before.into_iter().map(|e| (nick_key(&e.nick), e)));
+        gone.retain(|key, _| !now.contains(key));
+        let gone: Vec<Entry> = gone.into_values().collect();
         self.with(|con, _| publish_leaves(con, node, &gone, NODE_LOST));
-        // Declared lost while cut off: the other nodes' rooms saw our users leave; they
-        // see them come back.
-        if self.with(|con, _| presence::take_lost_note(con, node)) == Some(true) {
+        self.registered = pairs
+            .iter()
+            .filter(|(nick, _)| !lost.contains(nick.as_str()))
+            .map(|(nick, room)| {
+                let entry = Entry {
+                    nick: nick.clone(),
+                    room: room.clone(),
+                };
+                (nick_key(nick), entry)
+            })
+            .collect();
+        // They see our users come back.
+        if declared_lost {
             let back: Vec<Entry> = pairs
                 .iter()
-                .filter(|(nick, _)| !found.lost.contains(nick))
+                .filter(|(nick, _)| !lost.contains(nick.as_str()))
                 .map(|(nick, room)| Entry {
                     nick: nick.clone(),
                     room: room.clone(),
@@ -349,10 +461,15 @@ impl Registry<'_> {
             gone.len(),
             found.lost.len()
         );
-        for nick in found.lost {
-            let Some(&(id, ..)) = users.iter().find(|(_, n, _)| *n == nick) else {
+        let ids: HashMap<&str, ClientId> = users
+            .iter()
+            .map(|(id, nick, _)| (nick.as_str(), *id))
+            .collect();
+        for nick in &found.lost {
+            let Some(&id) = ids.get(nick.as_str()) else {
                 continue;
             };
+            let nick = nick.clone();
             let event = ClusterEvent::Claimed {
                 id,
                 nick,
@@ -367,6 +484,13 @@ impl Registry<'_> {
     /// Reserves aliases until the pool is full (only while connected: an outage's
     /// new users get their aliases the other way, claimed after the fact).
     fn refill_pool(&mut self) {
+        if self
+            .refill_after
+            .is_some_and(|after| Instant::now() < after)
+        {
+            return;
+        }
+        self.refill_after = None;
         let mut taken_in_a_row = 0;
         while self.connection.is_some() && !self.pool.is_full() && taken_in_a_row < 16 {
             // Plain aliases first (`QuietOtter`); numbered ones once plain ones are taken.
@@ -387,16 +511,19 @@ impl Registry<'_> {
                 None => return,
             }
         }
+        if taken_in_a_row >= 16 {
+            // Every candidate was taken: the alias space is (nearly) full. Try again at
+            // the next beat, not after every request (16 round trips each time).
+            self.refill_after = Some(Instant::now() + BEAT);
+        }
     }
 
-    /// The heartbeat, the count of nodes for `/stats`, then the search for lost nodes.
+    /// The count of nodes for `/stats`, then the search for lost nodes (the heartbeat
+    /// itself is `cluster-beat`'s).
     fn beat(&mut self) {
-        if self.with(presence::beat).is_none() {
-            self.stats.cluster_nodes.lock().clear();
-            return;
-        }
-        if let Some(census) = self.with(|con, _| presence::census(con)) {
-            *self.stats.cluster_nodes.lock() = census;
+        match self.with(|con, _| presence::census(con)) {
+            Some(census) => *self.stats.cluster_nodes.lock() = census,
+            None => self.stats.cluster_nodes.lock().clear(),
         }
         let Some(lost) = self.with(presence::lost_nodes) else {
             return;
@@ -406,24 +533,19 @@ impl Registry<'_> {
         }
     }
 
-    /// Cleans up after a lost node, if no other node is doing it: its users leave every
-    /// room (`node lost`), then its nicks are free. In that order, so that a `LEAVE`
-    /// cannot reach a node after one of its own users took the nick.
+    /// Cleans up after a lost node (one script: see [`presence::reap`]): its users leave
+    /// every room (`node lost`) and its nicks are free, unless it beat again meanwhile or
+    /// another node cleaned up first.
     fn reap(&mut self, lost: &str) {
-        let me = self.node;
-        if self.with(|con, _| presence::start_reaping(con, lost, me)) != Some(true) {
-            return;
+        let leaves = |users: &[Entry]| leave_lines(lost, users, NODE_LOST);
+        if let Some(presence::Reaped::Done(users)) =
+            self.with(|con, _| presence::reap(con, lost, leaves))
+        {
+            log::info!(
+                "cluster: node {lost} stopped beating: its {} users left",
+                users.len()
+            );
         }
-        let Some(users) = self.with(|con, _| presence::users_of(con, lost)) else {
-            return;
-        };
-        log::info!(
-            "cluster: node {lost} stopped beating: its {} users leave",
-            users.len()
-        );
-        self.with(|con, _| publish_leaves(con, lost, &users, NODE_LOST));
-        self.with(|con, _| presence::mark_lost(con, lost));
-        self.with(|con, _| presence::forget(con, lost));
     }
 
     /// The node is stopping: its users leave the cluster's rooms, its nicks are free.
@@ -481,16 +603,24 @@ fn publish_leaves(
         return Ok(());
     }
     let mut pipe = redis::pipe();
-    for Entry { nick, room } in users {
-        let line = RoomLine::Leave {
-            room: room.clone(),
-            nick: nick.clone(),
-            reason: reason.to_string(),
-        };
-        pipe.cmd("PUBLISH")
-            .arg(CHANNEL)
-            .arg(wire::encode(node, 0, &line))
-            .ignore();
+    for line in leave_lines(node, users, reason) {
+        pipe.cmd("PUBLISH").arg(CHANNEL).arg(line).ignore();
     }
     pipe.query(con)
+}
+
+/// The `LEAVE <room> <nick> <reason>` message of each user, signed with `node` and
+/// number 0.
+fn leave_lines(node: &str, users: &[Entry], reason: &str) -> Vec<String> {
+    users
+        .iter()
+        .map(|Entry { nick, room }| {
+            let line = RoomLine::Leave {
+                room: room.clone(),
+                nick: nick.clone(),
+                reason: reason.to_string(),
+            };
+            wire::encode(node, 0, &line)
+        })
+        .collect()
 }

@@ -33,6 +33,7 @@ use crate::event::ClientId;
 use crate::reply::Reply;
 use crate::stats::Stats;
 use crate::table::UserTable;
+use crate::text::nick_key;
 
 /// Refused remote lines are reported at most this often.
 const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -62,6 +63,9 @@ pub(super) struct Link {
     listeners: Listeners,
     /// Limits the log of refused remote lines and whispers.
     pub(super) refused: LogLimiter,
+    /// A nick to free with the next line handed to the publisher (see
+    /// [`DispatcherState::release_with_line`]).
+    pub(super) release_next: Option<String>,
 }
 
 /// How one of our room lines reached us: whether a `JOIN` replays the cluster's history.
@@ -98,9 +102,23 @@ struct Pending {
     /// The local user it is about.
     id: ClientId,
     line: RoomLine,
+    /// The nick this line gives up (a quitter's `LEAVE`, a rename's `NICK`): freed in
+    /// the register only once the line is back from Redis, so that no other node can
+    /// take the nick before the line that gives it up is out (its `LEAVE` would then
+    /// name a user of theirs and be dropped there).
+    release: Option<String>,
 }
 
 impl Link {
+    /// Whether one of our lines on its way frees `nick` when it is back (then nothing
+    /// else may free it earlier).
+    pub(super) fn frees_later(&self, nick: &str) -> bool {
+        let key = nick_key(nick);
+        self.pending
+            .iter()
+            .any(|p| p.release.as_deref().is_some_and(|n| nick_key(n) == key))
+    }
+
     /// Whether our line `seq` is still on its way through the broker.
     pub(super) fn is_pending(&self, seq: u64) -> bool {
         self.pending.iter().any(|p| p.seq == seq)
@@ -118,11 +136,41 @@ impl Link {
             pending: VecDeque::new(),
             listeners: Listeners::default(),
             refused: LogLimiter::new(REFUSED_LOG_EVERY),
+            release_next: None,
         }
     }
 }
 
 impl DispatcherState {
+    /// Runs `say` (which hands the room line that gives up `nick` to
+    /// [`Self::broker_takes`]), and frees `nick` in the register once that line is back
+    /// from Redis; at once if no line went to the publisher (outside a link, or none).
+    pub(super) fn release_with_line(&mut self, nick: &str, say: impl FnOnce(&mut Self)) {
+        if let Some(link) = self.cluster.as_mut() {
+            link.release_next = Some(nick.to_string());
+        }
+        say(self);
+        let unsent = self
+            .cluster
+            .as_mut()
+            .and_then(|link| link.release_next.take());
+        if unsent.is_some() {
+            self.register_release(nick);
+        }
+    }
+
+    /// Frees `nick` in the register, unless a local user holds it again or claims it
+    /// (the release comes a round trip late: the nick may be someone's here by now).
+    fn release_unless_retaken(&mut self, table: &UserTable, nick: &str) {
+        let claimed = self
+            .cluster
+            .as_ref()
+            .is_some_and(|link| link.claims.contains_key(&nick_key(nick)));
+        if table.nick_owner(nick).is_none() && !claimed {
+            self.register_release(nick);
+        }
+    }
+
     /// In cluster mode, takes a room line said by (or about) local user `id` and sees to
     /// its delivery: through the broker, or locally while there is none. Returns false
     /// outside cluster mode (one `Option` check), and the caller delivers it as always.
@@ -147,7 +195,13 @@ impl DispatcherState {
         link.next_seq += 1;
         let payload = wire::encode(&link.node, seq, &line);
         let history = history_op(&line, self.config.history);
-        link.pending.push_back(Pending { seq, id, line });
+        let release = link.release_next.take();
+        link.pending.push_back(Pending {
+            seq,
+            id,
+            line,
+            release,
+        });
         let outgoing = Outgoing {
             seq,
             payload,
@@ -195,6 +249,10 @@ impl DispatcherState {
                             link.node
                         );
                     }
+                    // Forged (or another node with our name): it must not settle our
+                    // waiting lines, which would then be delivered before lines that
+                    // Redis ordered ahead of them.
+                    return;
                 }
                 // Our own line: apply what we kept, never what the wire says.
                 self.settle_through(table, record.seq, true);
@@ -250,6 +308,7 @@ impl DispatcherState {
                 id,
                 line,
                 seq: number,
+                release,
             }) = link.pending.pop_front()
             else {
                 return;
@@ -261,6 +320,9 @@ impl DispatcherState {
                 Via::Local
             };
             self.apply(table, Some(id), &line, via);
+            if let Some(nick) = release {
+                self.release_unless_retaken(table, &nick);
+            }
         }
     }
 

@@ -180,8 +180,9 @@ impl DispatcherState {
                 // other nodes' rooms when it takes this node out of the register.)
                 self.notify_left(&user, &text);
             } else {
-                self.register_release(&user.nick);
-                self.left_room(table, id, &user, &text);
+                self.release_with_line(&user.nick, |state| {
+                    state.left_room(table, id, &user, &text);
+                });
             }
         }
         log::info!("{id} closing: {}", reason.label());
@@ -216,8 +217,9 @@ impl DispatcherState {
                 Stats::add(&self.stats.too_slow, 1);
             }
             if let Some(user) = table.remove(id) {
-                self.register_release(&user.nick);
-                self.left_room(table, id, &user, &reason.to_string());
+                self.release_with_line(&user.nick, |state| {
+                    state.left_room(table, id, &user, &reason.to_string());
+                });
             }
             log::info!("{id} gone: {}", reason.label());
         } else {

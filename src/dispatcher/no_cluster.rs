@@ -64,8 +64,11 @@ impl DispatcherState {
     #[inline(always)]
     pub(super) fn register_move(&mut self, _nick: &str, _room: &str) {}
 
+    /// Without a cluster there is no register: just says the line.
     #[inline(always)]
-    pub(super) fn register_release(&mut self, _nick: &str) {}
+    pub(super) fn release_with_line(&mut self, _nick: &str, say: impl FnOnce(&mut Self)) {
+        say(self);
+    }
 
     /// A whisper to a nick nobody here has: the caller answers `no-such-user`.
     #[inline(always)]

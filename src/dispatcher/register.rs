@@ -140,8 +140,13 @@ impl DispatcherState {
             link.claims.remove(&key);
         }
         let Some(user) = table.user(id).cloned() else {
-            // Gone while the claim was on its way: give it back.
-            if won == Some(true) {
+            // Gone while the claim was on its way: give it back (unless the line that
+            // says they left is still on its way: it gives it back once it is out).
+            let later = self
+                .cluster
+                .as_ref()
+                .is_some_and(|link| link.frees_later(&nick));
+            if won == Some(true) && !later {
                 self.register_release(&nick);
             }
             return;
@@ -153,9 +158,13 @@ impl DispatcherState {
                 return self.nick_taken(id, &nick);
             }
             let old = user.nick.clone();
-            self.rename(table, id, &user, nick.clone());
             if nick_key(&old) != key {
-                self.register_release(&old);
+                // The old nick is free once the `NICK` line is out.
+                self.release_with_line(&old, |state| {
+                    state.rename(table, id, &user, nick.clone());
+                });
+            } else {
+                self.rename(table, id, &user, nick.clone());
             }
             // Claimed again, now that it is theirs: records their room (they may have
             // moved meanwhile), and if a resync wiped the claim on its way, either
@@ -236,7 +245,21 @@ impl DispatcherState {
                 List::Users => self.list_users(table, id),
             };
         };
-        let mut users: Vec<Entry> = nodes.into_iter().flat_map(|(_, users)| users).collect();
+        let me = self.cluster.as_ref().map(|link| link.node.as_str());
+        // This node's users come from its own table, which is the truth about them: the
+        // register's copy may lag, or hold entries anyone with access to Redis wrote. For
+        // the same reason a remote entry with a local user's nick (or a lookalike) is
+        // dropped: that nick is ours, the local user is listed.
+        let mut users: Vec<Entry> = nodes
+            .into_iter()
+            .filter(|(node, _)| Some(node.as_str()) != me)
+            .flat_map(|(_, users)| users)
+            .filter(|entry| table.nick_owner(&entry.nick).is_none())
+            .chain(table.users().map(|user| Entry {
+                nick: user.nick.clone(),
+                room: user.room.clone(),
+            }))
+            .collect();
         users.sort_by(|a, b| a.nick.cmp(&b.nick));
         match list {
             List::Users => {

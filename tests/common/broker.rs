@@ -180,6 +180,17 @@ impl NodeProcess {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the process: `STOP` freezes it whole, its
+    /// connections stay open, as a node starved or paused would.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// SIGKILL: no goodbye to Redis or anyone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -189,6 +200,11 @@ impl NodeProcess {
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
+        // A test that failed while the node was stopped: wake it, then kill it.
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.child.id().to_string())
+            .status();
         self.kill();
     }
 }
