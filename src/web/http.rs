@@ -260,7 +260,7 @@ pub(super) fn reason(status: u16) -> &'static str {
 /// Writes `response` (headers only when `head_only`, for `HEAD`), waiting at most
 /// `timeout` for a client that does not read it.
 pub(super) fn write_response(
-    mut stream: &TcpStream,
+    stream: &TcpStream,
     response: &Response,
     keep_alive: bool,
     head_only: bool,
@@ -288,9 +288,27 @@ pub(super) fn write_response(
     if !head_only {
         bytes.extend_from_slice(&response.body);
     }
-    stream.set_write_timeout(Some(timeout))?;
-    stream.write_all(&bytes)?;
-    stream.flush()
+    write_all_by(stream, &bytes, Instant::now() + timeout)
+}
+
+/// Writes all of `bytes` before `deadline`, or fails with `TimedOut`. The deadline is
+/// for the whole response, not each `write`: a client that reads a few bytes now and
+/// then would otherwise hold its thread (and a connection slot) for as long as it liked.
+fn write_all_by(mut stream: &TcpStream, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_write_timeout(Some(left))?;
+        match stream.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
