@@ -382,7 +382,9 @@ fn polling_sessions_chat_with_tcp_users() {
     let mut tcp = Client::named(server.local_addr(), "tcpuser");
     let token = new_session(web);
     assert_eq!(token.len(), 32);
-    let (lines, next, ended) = poll(web, &token, 0, 0);
+    // A long poll for the first lines: the dispatcher may not have greeted the session
+    // yet when `POST /session` is answered.
+    let (lines, next, ended) = poll(web, &token, 0, 10);
     let nick = lines[0]
         .strip_prefix("HELLO ")
         .unwrap()
