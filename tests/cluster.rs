@@ -9,10 +9,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::broker::{await_link, free_port, linked, start_node, url, Redis};
+use common::broker::{await_link, free_port, linked, start_node, url, NodeProcess, Redis};
 use common::{Client, PATIENCE};
 use underworld_line::cluster::CHANNEL;
 use underworld_line::console::stats_text;
@@ -254,57 +253,10 @@ fn chat_stays_local_while_redis_is_unreachable() {
 /// leave, and the other node goes on.
 #[test]
 fn the_binary_joins_a_cluster_with_redis_and_node() {
-    use std::io::{BufRead, BufReader, Write};
-    use std::sync::mpsc;
-
     let redis = Redis::start();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_underworld-line"))
-        .args(["--addr", "127.0.0.1:0", "--rate-limit", "off"])
-        .args(["--redis", &redis.url(), "--node", "bin-node"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the server binary");
-    // Where it listens: the banner on stderr (we asked for port 0).
-    let (addr_tx, addr_rx) = mpsc::channel();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("Underworld-Line on ") {
-                let _ = addr_tx.send(rest.split(' ').next().unwrap().to_string());
-            }
-        }
-    });
-    let (out_tx, out_rx) = mpsc::channel();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            let _ = out_tx.send(line);
-        }
-    });
-    let addr: std::net::SocketAddr = addr_rx
-        .recv_timeout(PATIENCE)
-        .expect("the banner")
-        .parse()
-        .unwrap();
-    let mut console = child.stdin.take().unwrap();
-
-    // Linked, as `/stats` says, once the node has subscribed.
-    let linked_line = format!("cluster: node bin-node, linked to {}", redis.url());
-    let start = Instant::now();
-    'linked: loop {
-        assert!(
-            start.elapsed() < PATIENCE,
-            "/stats never said {linked_line:?}"
-        );
-        writeln!(console, "/stats").unwrap();
-        while let Ok(line) = out_rx.recv_timeout(Duration::from_millis(200)) {
-            if line == linked_line {
-                break 'linked;
-            }
-        }
-    }
+    // Started as a user would, and linked, as its `/stats` says.
+    let mut node = NodeProcess::start(&redis, "bin-node");
+    let addr = node.addr;
 
     let other = start_node(&redis.url(), "node-b");
     await_link(&other, true);
@@ -314,26 +266,14 @@ fn the_binary_joins_a_cluster_with_redis_and_node() {
     alice.expect("MSG lobby alice hello from the binary");
     bob.expect("MSG lobby alice hello from the binary");
 
-    writeln!(console, "/shutdown").unwrap();
+    node.type_line("/shutdown");
     assert_eq!(alice.expect_bye(), "server shutting down");
     // This node only: the other node's rooms see its users leave.
     bob.expect("LEAVE lobby alice server shutting down");
     bob.send("still here");
     bob.expect("MSG lobby bob still here");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(start.elapsed() < PATIENCE, "the node did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = node.wait_exit();
     assert!(status.success(), "{status}");
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        start.elapsed()
-    );
 }
 
 /// A line signed with this node's name and a number it never used (forged by anyone

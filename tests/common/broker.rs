@@ -191,6 +191,24 @@ impl NodeProcess {
         assert!(status.success(), "kill -{signal} failed");
     }
 
+    /// Types one line on the node's console.
+    pub fn type_line(&mut self, line: &str) {
+        use std::io::Write;
+        writeln!(self.console, "{line}").unwrap();
+    }
+
+    /// Waits (at most `PATIENCE`) for the process to exit; its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < PATIENCE, "the node did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: no goodbye to Redis or anyone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
