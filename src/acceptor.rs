@@ -42,7 +42,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::Config;
 use crate::event::{ClientId, Event, IdSource};
-use crate::limits::Slots;
+use crate::limits::{Slots, Sources};
 use crate::reply::Reply;
 use crate::sendq::{self, Peers, Watchdog};
 use crate::spawner::{NewConnection, Spawner};
@@ -57,19 +57,21 @@ pub(crate) struct Acceptor {
     pub(crate) stats: Arc<Stats>,
     /// The connection cap, shared with the web listener (feature `web`).
     pub(crate) slots: Arc<Slots>,
+    /// `--max-per-ip`: users per address, shared with the web listener.
+    pub(crate) users: Arc<Sources>,
     /// Set by `Server::shutdown`, which then connects to the listener to wake `accept`.
     pub(crate) stopping: Arc<AtomicBool>,
     /// Shared with the web listener (feature `web`), so ids never collide.
     pub(crate) ids: Arc<IdSource>,
 }
 
-/// The connections admitted and not yet ended: what the caps count.
+/// The connections admitted and not yet ended, by peer address for the send-queue
+/// watchdog. (The caps are counted in `limits::Slots` and `limits::Sources`, shared
+/// with the web listener, and given back by the spawner as it joins each thread.)
 #[derive(Default)]
 struct Admitted {
-    /// Each live connection, its peer address, and the source `--max-per-ip` counted
-    /// it under.
-    live: HashMap<ClientId, (SocketAddr, IpAddr)>,
-    per_source: HashMap<IpAddr, usize>,
+    /// Each live connection's peer address.
+    live: HashMap<ClientId, SocketAddr>,
     /// Peer address → connection, shared with the send-queue watchdog.
     peers: Peers,
 }
@@ -80,23 +82,16 @@ impl Admitted {
         self.live.len()
     }
 
-    fn count_from(&self, source: IpAddr) -> usize {
-        self.per_source.get(&source).copied().unwrap_or(0)
-    }
-
-    fn admit(&mut self, id: ClientId, peer: SocketAddr, source: IpAddr) {
+    fn admit(&mut self, id: ClientId, peer: SocketAddr) {
         let peer = sendq::peer_key(peer);
-        self.live.insert(id, (peer, source));
-        *self.per_source.entry(source).or_default() += 1;
+        self.live.insert(id, peer);
         self.peers.lock().insert(peer, id);
     }
 
-    /// Frees the slots of connections whose thread has ended (or never started).
-    /// (The spawner has already given their slots under the shared cap back, as it
-    /// joined them; these are this listener's own counts.)
+    /// Forgets the connections whose thread has ended (or never started).
     fn release(&mut self, ended: &Receiver<ClientId>) {
         for id in ended.try_iter() {
-            let Some((peer, source)) = self.live.remove(&id) else {
+            let Some(peer) = self.live.remove(&id) else {
                 continue;
             };
             // Only if it is still this connection's: the same address may already
@@ -104,13 +99,6 @@ impl Admitted {
             let mut peers = self.peers.lock();
             if peers.get(&peer) == Some(&id) {
                 peers.remove(&peer);
-            }
-            drop(peers);
-            if let Some(count) = self.per_source.get_mut(&source) {
-                *count -= 1;
-                if *count == 0 {
-                    self.per_source.remove(&source);
-                }
             }
         }
     }
@@ -127,6 +115,7 @@ impl Acceptor {
             self.events.clone(),
             Arc::clone(&self.stats),
             Arc::clone(&self.slots),
+            Arc::clone(&self.users),
             ended_tx,
         )?;
         let admitted = Admitted::default();
@@ -153,10 +142,9 @@ impl Acceptor {
                 self.turn_away_the_queue();
                 break;
             }
-            // This listener's own counts (per address, the watchdog's map) are updated
-            // here, on each accept, because this thread blocks in `accept` and has no
-            // other moment; it is exactly when `--max-per-ip` needs them. (The shared
-            // cap's slots are given back by the spawner, as it joins each thread.)
+            // The watchdog's map is updated here, on each accept, because this thread
+            // blocks in `accept` and has no other moment. (The caps' counts are given
+            // back by the spawner, as it joins each thread.)
             admitted.release(ended);
             let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
@@ -169,19 +157,22 @@ impl Acceptor {
                 }
             };
             let source = source_key(peer.ip());
-            if self.config.max_per_ip > 0 && admitted.count_from(source) >= self.config.max_per_ip {
+            if !self.users.take(source) {
                 self.refuse(&stream, "too many connections from your address");
                 continue;
             }
             if !self.slots.take() {
+                self.users.give_back(source);
                 self.refuse(&stream, "server full");
                 continue;
             }
             let id = self.ids.next();
-            if self.greet_and_hand_off(id, peer, Arc::new(TcpConnection::new(stream)), &spawner) {
-                admitted.admit(id, peer, source);
+            let connection = Arc::new(TcpConnection::new(stream));
+            if self.greet_and_hand_off(id, peer, source, connection, &spawner) {
+                admitted.admit(id, peer);
             } else {
                 self.slots.give_back();
+                self.users.give_back(source);
             }
         }
 
@@ -224,6 +215,7 @@ impl Acceptor {
         &self,
         id: ClientId,
         peer: SocketAddr,
+        source: IpAddr,
         connection: Arc<TcpConnection>,
         spawner: &Spawner,
     ) -> bool {
@@ -239,7 +231,11 @@ impl Acceptor {
         if self.events.send(connected).is_err() {
             return false; // the dispatcher is gone: the server is stopping
         }
-        spawner.spawn(NewConnection { id, connection });
+        spawner.spawn(NewConnection {
+            id,
+            source,
+            connection,
+        });
         true
     }
 
@@ -360,24 +356,33 @@ mod tests {
     }
 
     #[test]
-    fn admitted_counts_per_source_and_releases() {
+    fn admitted_forgets_ended_connections_and_their_peers() {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
         let peer = |port| SocketAddr::new(a, port);
         let mut admitted = Admitted::default();
-        admitted.admit(ClientId(1), peer(1), a);
-        admitted.admit(ClientId(2), peer(2), a);
-        admitted.admit(ClientId(3), SocketAddr::new(b, 3), b);
-        assert_eq!((admitted.len(), admitted.count_from(a)), (3, 2));
+        admitted.admit(ClientId(1), peer(1));
+        admitted.admit(ClientId(2), peer(2));
+        admitted.admit(ClientId(3), peer(3));
         let (ended_tx, ended) = crossbeam_channel::unbounded();
         ended_tx.send(ClientId(1)).unwrap();
         ended_tx.send(ClientId(3)).unwrap();
         ended_tx.send(ClientId(99)).unwrap(); // unknown: ignored
         admitted.release(&ended);
         assert_eq!(admitted.len(), 1);
-        assert_eq!((admitted.count_from(a), admitted.count_from(b)), (1, 0));
-        assert!(!admitted.per_source.contains_key(&b));
         assert_eq!(admitted.peers.lock().len(), 1);
         assert_eq!(admitted.peers.lock().get(&peer(2)), Some(&ClientId(2)));
+    }
+
+    #[test]
+    fn users_are_counted_per_source_and_given_back() {
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let users = Sources::new(2);
+        assert!(users.take(a) && users.take(a));
+        assert!(!users.take(a), "a third from one address");
+        assert!(users.take(b), "another address has its own count");
+        users.give_back(a);
+        assert!(users.take(a), "a place given back is free again");
+        let unlimited = Sources::new(0);
+        assert!((0..100).all(|_| unlimited.take(a)));
     }
 }

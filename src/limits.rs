@@ -6,8 +6,10 @@
 //! (seen at ~16,370 threads, with `vm.max_map_count` at 65,530). So at start-up we read the limits from `/proc` and refuse
 //! connections (`BYE server full`) well before any of them is reached.
 
+use std::collections::HashMap;
 use std::fmt::{self, Display};
 use std::fs;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Memory mappings one thread costs: its stack and the guard page below it, plus the
@@ -58,6 +60,55 @@ impl Slots {
     /// Frees a slot taken with [`take`](Self::take).
     pub(crate) fn give_back(&self) {
         self.taken.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `--max-per-ip` as counts: the users from each source address (see
+/// `acceptor::source_key`), whichever way they came in: a TCP connection, a WebSocket,
+/// a polling session (feature `web`). Each is given back as soon as its user is gone,
+/// so that leaving one way frees a place for coming back another.
+#[derive(Debug)]
+pub(crate) struct Sources {
+    /// 0: no limit (and nothing is counted).
+    max: usize,
+    counts: parking_lot::Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Sources {
+    pub(crate) fn new(max: usize) -> Sources {
+        Sources {
+            max,
+            counts: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one more user from `source`; `false` (nothing counted) when it already
+    /// has `max`.
+    pub(crate) fn take(&self, source: IpAddr) -> bool {
+        if self.max == 0 {
+            return true;
+        }
+        let mut counts = self.counts.lock();
+        let count = counts.entry(source).or_default();
+        if *count >= self.max {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// One user fewer from `source` (taken with [`take`](Self::take)).
+    pub(crate) fn give_back(&self, source: IpAddr) {
+        if self.max == 0 {
+            return;
+        }
+        let mut counts = self.counts.lock();
+        if let Some(count) = counts.get_mut(&source) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&source);
+            }
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::dispatcher::{Dispatcher, OBSERVER_QUEUE};
 use crate::event::{ChatEvent, Event, IdSource, OperatorError, OperatorRequest};
 use crate::fdtable;
-use crate::limits::{self, connection_cap, Cap, Slots};
+use crate::limits::{self, connection_cap, Cap, Slots, Sources};
 use crate::netstat;
 use crate::stats::Stats;
 use crate::table::{SharedTable, Snapshot};
@@ -123,6 +123,8 @@ impl Server {
         let ids = Arc::new(IdSource::new());
         // One cap for every listener: together they must stay below the thread limit.
         let slots = Arc::new(Slots::new(cap.max_clients));
+        // And one `--max-per-ip` count for every way in (TCP, WebSocket, polling).
+        let users = Arc::new(Sources::new(config.max_per_ip));
         let dispatcher = Dispatcher::spawn(Arc::clone(&config), true)?;
         let events = dispatcher.sender();
         let stats = Arc::clone(dispatcher.stats());
@@ -135,6 +137,7 @@ impl Server {
                 events.clone(),
                 Arc::clone(&ids),
                 Arc::clone(&slots),
+                Arc::clone(&users),
             )?),
             None => None,
         };
@@ -144,6 +147,7 @@ impl Server {
             config,
             stats: Arc::clone(&stats),
             slots,
+            users,
             stopping: Arc::clone(&stopping),
             ids: Arc::clone(&ids),
         };

@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -24,7 +25,7 @@ use crossbeam_channel::{select, Receiver, Sender, TryRecvError};
 use crate::config::Config;
 use crate::connection::run_connection;
 use crate::event::{ClientId, CloseReason, Event};
-use crate::limits::Slots;
+use crate::limits::{Slots, Sources};
 use crate::stats::Stats;
 use crate::transport::TcpConnection;
 
@@ -82,6 +83,8 @@ impl ArrivalClock {
 /// A connection the acceptor has admitted and the dispatcher has greeted.
 pub(crate) struct NewConnection {
     pub(crate) id: ClientId,
+    /// Its source address, as `--max-per-ip` counts it.
+    pub(crate) source: IpAddr,
     pub(crate) connection: Arc<TcpConnection>,
 }
 
@@ -100,6 +103,7 @@ impl Spawner {
         events: Sender<Event>,
         stats: Arc<Stats>,
         slots: Arc<Slots>,
+        users: Arc<Sources>,
         ended: Sender<ClientId>,
     ) -> io::Result<Spawner> {
         // Unbounded, and that is safe: the acceptor admits at most `max_clients`
@@ -111,6 +115,7 @@ impl Spawner {
             events,
             stats,
             slots,
+            users,
             ended,
             running: HashMap::new(),
             arrivals: Arc::clone(&arrivals),
@@ -156,8 +161,10 @@ struct SpawnerState {
     /// its thread is joined (not when the acceptor next wakes, which may be long
     /// after, while the web listener is refusing people).
     slots: Arc<Slots>,
+    /// `--max-per-ip`, shared the same way: a user's count is given back with its slot.
+    users: Arc<Sources>,
     ended: Sender<ClientId>,
-    running: HashMap<ClientId, JoinHandle<()>>,
+    running: HashMap<ClientId, (JoinHandle<()>, IpAddr)>,
     arrivals: Arc<ArrivalClock>,
     /// Connections waiting for a quiet moment, oldest first, with when they came.
     waiting: VecDeque<(Instant, NewConnection)>,
@@ -183,7 +190,7 @@ impl SpawnerState {
             self.start(job, &finished_tx);
         }
         log::debug!("spawner: joining {} connection threads", self.running.len());
-        for (_, thread) in self.running.drain() {
+        for (_, (thread, _)) in self.running.drain() {
             let _ = thread.join();
         }
     }
@@ -246,7 +253,11 @@ impl SpawnerState {
     }
 
     fn start(&mut self, job: NewConnection, finished: &Sender<ClientId>) {
-        let NewConnection { id, connection } = job;
+        let NewConnection {
+            id,
+            source,
+            connection,
+        } = job;
         let events = self.events.clone();
         let config = Arc::clone(&self.config);
         let finished = Finished {
@@ -264,7 +275,7 @@ impl SpawnerState {
             });
         match spawned {
             Ok(thread) => {
-                self.running.insert(id, thread);
+                self.running.insert(id, (thread, source));
                 // After a storm this thread starts thousands of threads in a row and
                 // could keep a core busy for a second. Giving up the rest of the time
                 // slice after each one lets the dispatcher and the new threads (and
@@ -282,15 +293,17 @@ impl SpawnerState {
                 let _ = self.events.send(Event::Fatal { id, reason });
                 let _ = self.events.send(Event::Closed { id });
                 self.slots.give_back();
+                self.users.give_back(source);
                 let _ = self.ended.send(id);
             }
         }
     }
 
     fn join(&mut self, id: ClientId) {
-        if let Some(thread) = self.running.remove(&id) {
+        if let Some((thread, source)) = self.running.remove(&id) {
             let _ = thread.join();
             self.slots.give_back();
+            self.users.give_back(source);
             let _ = self.ended.send(id);
         }
     }

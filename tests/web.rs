@@ -322,17 +322,41 @@ fn websocket_pings_count_against_the_flood_limit() {
     server.join();
 }
 
-/// `--max-per-ip` counts web connections too: past it, `429`.
+/// `--max-per-ip` counts an address's users whichever way they came in: with one
+/// WebSocket user in (and `--max-per-ip 1`), a TCP client from the same address is
+/// told `BYE too many connections from your address`, and a second WebSocket or a
+/// polling session gets `429`; the page itself still loads (a request is not a user).
+/// When the WebSocket user leaves, its place is free for a TCP user.
 #[test]
-fn the_per_address_cap_answers_429() {
+fn the_per_address_cap_counts_users_of_every_kind() {
     let config = Config {
         max_per_ip: 1,
         ..web_config()
     };
     let (server, web) = start_web(config);
-    let _ws = WsClient::connect(web);
-    let refused = get(web, "/");
-    assert_eq!(refused.status, 429);
+    let ws = WsClient::connect(web);
+    assert_eq!(
+        Client::connect_raw(server.local_addr()).expect_bye(),
+        "too many connections from your address"
+    );
+    let second = TcpStream::connect(web).unwrap();
+    let refused = tungstenite::client(format!("ws://{web}/ws"), second);
+    assert!(
+        matches!(
+            &refused,
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r)))
+                if r.status() == 429
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(post(web, "/session", "").status, 429);
+    assert_eq!(get(web, "/").status, 200);
+
+    drop(ws);
+    common::eventually("the WebSocket user's place is free again", || {
+        let mut next = Client::connect_raw(server.local_addr());
+        next.line().starts_with("HELLO ")
+    });
     server.shutdown();
     server.join();
 }

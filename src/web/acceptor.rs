@@ -40,13 +40,12 @@ struct Live {
 /// connection thread as it ends, not when the acceptor next hears of it: a browser
 /// opens a new connection right after closing one, and must not find its old one
 /// still counted against `--max-per-ip`.
-type PerSource = Arc<Mutex<HashMap<IpAddr, usize>>>;
+pub(crate) type PerSource = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
 /// The connections being served, and how many come from each source.
 #[derive(Default)]
 struct Served {
     live: HashMap<u64, Live>,
-    per_source: PerSource,
 }
 
 impl Served {
@@ -98,7 +97,12 @@ pub(super) fn run(
             }
         };
         let source = source_key(peer.ip());
-        let from_source = served.per_source.lock().get(&source).copied().unwrap_or(0);
+        let from_source = context
+            .open_requests
+            .lock()
+            .get(&source)
+            .copied()
+            .unwrap_or(0);
         let max_per_ip = context.config.max_per_ip;
         if max_per_ip > 0 && from_source >= max_per_ip {
             let why = "too many connections from your address";
@@ -113,15 +117,16 @@ pub(super) fn run(
         let number = next_number;
         next_number += 1;
         let connection = Arc::new(TcpConnection::new(stream));
-        let upgraded = Arc::new(AtomicBool::new(false));
         // Counted before the thread exists: it uncounts itself when it ends (through
         // `Finished`, which also runs if the thread cannot be created).
-        *served.per_source.lock().entry(source).or_default() += 1;
+        *context.open_requests.lock().entry(source).or_default() += 1;
+        let upgraded = Arc::new(AtomicBool::new(false));
         let finished = Finished {
             number,
             to: ended_tx.clone(),
             source,
-            per_source: Arc::clone(&served.per_source),
+            per_source: Arc::clone(&context.open_requests),
+            upgraded: Arc::clone(&upgraded),
         };
         let spawned = {
             let (connection, upgraded, context) = (
@@ -186,25 +191,33 @@ fn answer_and_close(stream: &TcpStream, response: &Response) {
     discard_input(stream);
 }
 
-/// When dropped (even by a panic): uncounts the connection's source, and tells the
-/// joiner that its thread is done.
+/// When dropped (even by a panic): uncounts the connection's source (unless it became
+/// a WebSocket, which was uncounted then: see `routes.rs`), and tells the joiner that
+/// its thread is done.
 struct Finished {
     number: u64,
     to: Sender<u64>,
     source: IpAddr,
     per_source: PerSource,
+    upgraded: Arc<AtomicBool>,
 }
 
 impl Drop for Finished {
     fn drop(&mut self) {
-        let mut per_source = self.per_source.lock();
-        if let Some(count) = per_source.get_mut(&self.source) {
-            *count -= 1;
-            if *count == 0 {
-                per_source.remove(&self.source);
-            }
+        if !self.upgraded.load(Ordering::SeqCst) {
+            uncount(&self.per_source, self.source);
         }
-        drop(per_source);
         let _ = self.to.send(self.number);
+    }
+}
+
+/// One open connection fewer from `source`.
+pub(crate) fn uncount(per_source: &PerSource, source: IpAddr) {
+    let mut per_source = per_source.lock();
+    if let Some(count) = per_source.get_mut(&source) {
+        *count -= 1;
+        if *count == 0 {
+            per_source.remove(&source);
+        }
     }
 }

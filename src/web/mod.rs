@@ -37,7 +37,7 @@ use parking_lot::Mutex;
 
 use crate::config::Config;
 use crate::event::{Event, IdSource};
-use crate::limits::Slots;
+use crate::limits::{Slots, Sources};
 
 mod acceptor;
 mod http;
@@ -88,6 +88,13 @@ pub(crate) struct Context {
     pub(crate) events: Sender<Event>,
     pub(crate) ids: Arc<IdSource>,
     pub(crate) sessions: sessions::Sessions,
+    /// `--max-per-ip` for users (a WebSocket, a polling session), shared with the TCP
+    /// listener: one count per address, whichever way its users came in.
+    pub(crate) users: Arc<Sources>,
+    /// Open HTTP connections per address (requests, not users), capped at
+    /// `--max-per-ip` too, so one address cannot hold every connection thread. A
+    /// connection that becomes a WebSocket moves from here to `users`.
+    pub(crate) open_requests: acceptor::PerSource,
     /// Set when the server stops: new sessions and upgrades are refused.
     pub(crate) stopping: Arc<AtomicBool>,
 }
@@ -109,13 +116,21 @@ impl WebListener {
         events: Sender<Event>,
         ids: Arc<IdSource>,
         slots: Arc<Slots>,
+        users: Arc<Sources>,
     ) -> io::Result<WebListener> {
         let listener = TcpListener::bind(&web.addr)?;
         let local_addr = listener.local_addr()?;
         log::info!("web listener on http://{local_addr}/");
         let stopping = Arc::new(AtomicBool::new(false));
         let context = Arc::new(Context {
-            sessions: sessions::Sessions::new(&config, events.clone(), Arc::clone(&ids)),
+            sessions: sessions::Sessions::new(
+                &config,
+                events.clone(),
+                Arc::clone(&ids),
+                Arc::clone(&users),
+            ),
+            users,
+            open_requests: Arc::default(),
             config,
             web: web.clone(),
             events,

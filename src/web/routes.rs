@@ -16,11 +16,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::acceptor::uncount;
 use super::http::{read_request, write_response, Incoming, Request, Response};
 use super::sessions::{Created, Sent};
 use super::websocket;
 use super::{Context, PAGE};
 use crate::acceptor::discard_input;
+use crate::limits::Sources;
 use crate::transport::TcpConnection;
 
 /// What answering a request led to.
@@ -68,11 +70,31 @@ pub(super) fn serve_connection(
                 }
             }
             Outcome::Upgrade(request) => {
+                // From now on a user, not a request: counted with the address's other
+                // users (TCP, WebSocket, polling) under `--max-per-ip`.
+                if !context.users.take(source) {
+                    let why = "too many connections from your address";
+                    let _ =
+                        write_response(stream, &Response::error(429, why), false, false, timeout);
+                    return;
+                }
+                let _user = CountedUser(&context.users, source);
+                uncount(&context.open_requests, source);
                 upgraded.store(true, Ordering::SeqCst);
                 websocket::serve(connection, &request, std::mem::take(&mut buffer), context);
                 return;
             }
         }
+    }
+}
+
+/// A WebSocket user's place under `--max-per-ip`, given back when it is dropped (even
+/// by a panic).
+struct CountedUser<'a>(&'a Sources, IpAddr);
+
+impl Drop for CountedUser<'_> {
+    fn drop(&mut self) {
+        self.0.give_back(self.1);
     }
 }
 

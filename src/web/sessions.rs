@@ -36,7 +36,7 @@ use crate::config::Config;
 use crate::connection::Reader;
 use crate::event::{ClientId, CloseReason, Event, IdSource};
 use crate::frame::{Frame, LineFramer};
-use crate::limits::connection_cap;
+use crate::limits::{connection_cap, Sources};
 use crate::transport::Transport;
 
 /// Every session, by token.
@@ -46,12 +46,13 @@ pub(crate) struct Sessions {
     ids: Arc<IdSource>,
     config: Arc<Config>,
     max_sessions: usize,
+    /// `--max-per-ip`, counted with the address's TCP and WebSocket users.
+    users: Arc<Sources>,
 }
 
 #[derive(Default)]
 struct Table {
     by_token: HashMap<String, Arc<Session>>,
-    per_source: HashMap<IpAddr, usize>,
     /// Sessions being created (counted, not yet in `by_token`).
     reserved: usize,
 }
@@ -104,13 +105,19 @@ pub(crate) struct Fetched {
 }
 
 impl Sessions {
-    pub(crate) fn new(config: &Arc<Config>, events: Sender<Event>, ids: Arc<IdSource>) -> Sessions {
+    pub(crate) fn new(
+        config: &Arc<Config>,
+        events: Sender<Event>,
+        ids: Arc<IdSource>,
+        users: Arc<Sources>,
+    ) -> Sessions {
         Sessions {
             state: Mutex::new(Table::default()),
             events,
             ids,
             config: Arc::clone(config),
             max_sessions: connection_cap(config.max_clients).max_clients,
+            users,
         }
     }
 
@@ -124,12 +131,10 @@ impl Sessions {
             if table.by_token.len() + table.reserved >= self.max_sessions {
                 return Created::Full;
             }
-            let from_source = table.per_source.get(&source).copied().unwrap_or(0);
-            if self.config.max_per_ip > 0 && from_source >= self.config.max_per_ip {
+            if !self.users.take(source) {
                 return Created::TooManyFromSource;
             }
             table.reserved += 1;
-            *table.per_source.entry(source).or_default() += 1;
         }
         let made = self.greet(source);
         let mut table = self.state.lock();
@@ -140,7 +145,7 @@ impl Sessions {
                 Created::Session(token)
             }
             Err(why) => {
-                forget_source(&mut table.per_source, source);
+                self.users.give_back(source);
                 why
             }
         }
@@ -223,8 +228,8 @@ impl Sessions {
         let Some(session) = table.by_token.remove(token) else {
             return;
         };
-        forget_source(&mut table.per_source, session.source);
         drop(table);
+        self.users.give_back(session.source);
         session.lines.close();
         let _ = self.events.send(Event::Closed { id: session.id });
     }
@@ -276,16 +281,6 @@ pub(super) fn start_reaper(
                 context.sessions.expire(Instant::now(), gone_after);
             }
         })
-}
-
-/// One session fewer from `source`.
-fn forget_source(per_source: &mut HashMap<IpAddr, usize>, source: IpAddr) {
-    if let Some(count) = per_source.get_mut(&source) {
-        *count -= 1;
-        if *count == 0 {
-            per_source.remove(&source);
-        }
-    }
 }
 
 /// 128 bits from the kernel's random generator, in hex. A token is a session's only
