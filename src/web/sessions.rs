@@ -213,6 +213,9 @@ impl Sessions {
     /// none yet. `None`: no such session.
     pub(crate) fn poll(&self, token: &str, since: u64, wait: Duration) -> Option<Fetched> {
         let session = self.touch(token)?;
+        // Heard from until the poll ends, so the reaper never takes a session in the
+        // middle of a long poll, whatever `session_gone` is.
+        *session.last_request.lock() = Instant::now() + wait;
         let fetched = session.lines.fetch(since, Instant::now() + wait);
         *session.last_request.lock() = Instant::now();
         if fetched.ended {
