@@ -51,8 +51,8 @@
 //! the clients that stopped reading while the kernel still buffers for them. In
 //! cluster mode, `cluster-sub`, `cluster-pub`, `cluster-reg` and `cluster-beat` talk to Redis. With the
 //! `web` feature: `web-acceptor`, one `web-N` per web connection (an HTTP client, or a
-//! WebSocket user for its whole life), and `web-sessions`, which expires polling
-//! sessions. See the README's "How it works".
+//! WebSocket user for its whole life), `web-joiner`, which joins them as they end, and
+//! `web-sessions`, which expires polling sessions. See the README's "How it works".
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
