@@ -11,7 +11,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::broker::{await_link, free_port, linked, start_node, url, NodeProcess, Redis};
+use common::broker::{
+    await_link, free_port, linked, linked_node, start_node, two_linked_nodes, url, NodeProcess,
+    Redis,
+};
 use common::{Client, PATIENCE};
 use underworld_line::cluster::CHANNEL;
 use underworld_line::console::stats_text;
@@ -36,12 +39,7 @@ fn is_message(line: &str) -> bool {
 #[test]
 fn rooms_span_nodes_in_one_order() {
     let redis = Redis::start();
-    let (a, b) = (
-        start_node(&redis.url(), "node-a"),
-        start_node(&redis.url(), "node-b"),
-    );
-    await_link(&a, true);
-    await_link(&b, true);
+    let (a, b) = two_linked_nodes(&redis);
 
     let alice = Client::named(a.local_addr(), "alice");
     let carol = Client::named(a.local_addr(), "carol");
@@ -137,8 +135,7 @@ fn rooms_span_nodes_in_one_order() {
 #[test]
 fn garbage_and_forgeries_from_redis_are_dropped() {
     let redis = Redis::start();
-    let a = start_node(&redis.url(), "node-a");
-    await_link(&a, true);
+    let a = linked_node(&redis, "node-a");
     let mut alice = Client::named(a.local_addr(), "alice");
     let mut bob = Client::named(a.local_addr(), "bob");
     assert!(alice.expect_prefix("NICK ").ends_with(" bob"));
@@ -285,10 +282,7 @@ fn the_binary_joins_a_cluster_with_redis_and_node() {
 #[test]
 fn a_forged_line_with_our_name_settles_nothing() {
     let redis = Redis::start();
-    let a = start_node(&redis.url(), "node-a");
-    let b = start_node(&redis.url(), "node-b");
-    await_link(&a, true);
-    await_link(&b, true);
+    let (a, b) = two_linked_nodes(&redis);
     let mut alice = Client::named(a.local_addr(), "alice");
     let mut bob = Client::named(a.local_addr(), "bob");
     let mut carol = Client::named(b.local_addr(), "carol");
@@ -369,8 +363,7 @@ fn a_forged_line_with_our_name_settles_nothing() {
 #[test]
 fn a_nick_is_freed_only_after_the_line_that_gives_it_up() {
     let redis = Redis::start();
-    let a = start_node(&redis.url(), "node-a");
-    await_link(&a, true);
+    let a = linked_node(&redis, "node-a");
     let mut alice = Client::named(a.local_addr(), "alice");
     let mut bob = Client::named(a.local_addr(), "bob");
 

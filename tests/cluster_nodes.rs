@@ -13,7 +13,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use common::broker::{await_link, start_node, NodeProcess, Redis};
+use common::broker::{await_link, linked_node, start_node, two_linked_nodes, NodeProcess, Redis};
 use common::{Client, PATIENCE};
 use underworld_line::cluster::registry::ALIAS_POOL;
 
@@ -178,12 +178,7 @@ fn a_restarted_node_gives_back_the_aliases_it_reserved_before() {
 #[test]
 fn nicks_are_unique_across_nodes() {
     let redis = Redis::start();
-    let (a, b) = (
-        start_node(&redis.url(), "node-a"),
-        start_node(&redis.url(), "node-b"),
-    );
-    await_link(&a, true);
-    await_link(&b, true);
+    let (a, b) = two_linked_nodes(&redis);
     let _alice = Client::named(a.local_addr(), "alice");
     let mut other = Client::connect(b.local_addr());
     for (nick, code) in [
@@ -260,12 +255,7 @@ fn first_of_prefix(client: &mut Client, exact: &str, prefix: &str) -> bool {
 #[test]
 fn lists_show_every_node() {
     let redis = Redis::start();
-    let (a, b) = (
-        start_node(&redis.url(), "node-a"),
-        start_node(&redis.url(), "node-b"),
-    );
-    await_link(&a, true);
-    await_link(&b, true);
+    let (a, b) = two_linked_nodes(&redis);
     let mut alice = Client::named(a.local_addr(), "alice");
     alice.send("/join den");
     alice.expect("JOIN den alice");
@@ -379,12 +369,7 @@ fn after_an_outage_nodes_register_again_without_ghosts_or_duplicates() {
 #[test]
 fn whispers_reach_any_node() {
     let redis = Redis::start();
-    let (a, b) = (
-        start_node(&redis.url(), "node-a"),
-        start_node(&redis.url(), "node-b"),
-    );
-    await_link(&a, true);
-    await_link(&b, true);
+    let (a, b) = two_linked_nodes(&redis);
     let mut alice = Client::named(a.local_addr(), "alice");
     let mut bob = Client::named(b.local_addr(), "bob");
     // The register learns of bob a moment after his NICK line.
@@ -427,12 +412,7 @@ fn whispers_reach_any_node() {
 #[test]
 fn the_console_reaches_every_node() {
     let redis = Redis::start();
-    let (a, b) = (
-        start_node(&redis.url(), "node-a"),
-        start_node(&redis.url(), "node-b"),
-    );
-    await_link(&a, true);
-    await_link(&b, true);
+    let (a, b) = two_linked_nodes(&redis);
     let mut alice = Client::named(a.local_addr(), "alice");
     let mut bob = Client::named(b.local_addr(), "bob");
     await_users(
@@ -468,12 +448,7 @@ fn the_console_reaches_every_node() {
 #[test]
 fn the_load_generator_spreads_a_room_over_two_nodes() {
     let redis = Redis::start();
-    let (a, b) = (
-        start_node(&redis.url(), "node-a"),
-        start_node(&redis.url(), "node-b"),
-    );
-    await_link(&a, true);
-    await_link(&b, true);
+    let (a, b) = two_linked_nodes(&redis);
     let (a_addr, b_addr) = (a.local_addr().to_string(), b.local_addr().to_string());
     let run = std::process::Command::new(common::example_binary("loadgen"))
         .args(["fanout", "--clients", "6", "--senders", "2", "--rate", "40"])
@@ -508,12 +483,7 @@ fn the_load_generator_spreads_a_room_over_two_nodes() {
 #[test]
 fn history_is_cluster_wide_and_meets_the_live_lines() {
     let redis = Redis::start();
-    let (a, b) = (
-        start_node(&redis.url(), "node-a"),
-        start_node(&redis.url(), "node-b"),
-    );
-    await_link(&a, true);
-    await_link(&b, true);
+    let (a, b) = two_linked_nodes(&redis);
     let mut alice = Client::named(a.local_addr(), "alice");
     alice.send("/join den");
     alice.expect("JOIN den alice");
@@ -581,12 +551,7 @@ fn history_is_cluster_wide_and_meets_the_live_lines() {
 #[test]
 fn random_aliases_never_collide_across_nodes() {
     let redis = Redis::start();
-    let (a, b) = (
-        start_node(&redis.url(), "node-a"),
-        start_node(&redis.url(), "node-b"),
-    );
-    await_link(&a, true);
-    await_link(&b, true);
+    let (a, b) = two_linked_nodes(&redis);
     // Each node's pool is full (a look inside the register, to make the test exact).
     let mut raw = redis.connect().expect("a raw Redis client");
     let pool = underworld_line::cluster::registry::ALIAS_POOL;
@@ -626,8 +591,7 @@ fn random_aliases_never_collide_across_nodes() {
 #[test]
 fn garbage_in_the_register_is_skipped() {
     let redis = Redis::start();
-    let a = start_node(&redis.url(), "node-a");
-    await_link(&a, true);
+    let a = linked_node(&redis, "node-a");
     let mut alice = Client::named(a.local_addr(), "alice");
     alice.send("/join den");
     alice.expect("JOIN den alice");

@@ -91,6 +91,18 @@ pub fn start_node(redis_url: &str, node: &str) -> Server {
     start_server(config)
 }
 
+/// A node of the cluster on `redis`, once it is linked (subscribed to Redis).
+pub fn linked_node(redis: &Redis, node: &str) -> Server {
+    let server = start_node(&redis.url(), node);
+    await_link(&server, true);
+    server
+}
+
+/// The two nodes most tests need, `node-a` and `node-b`, both linked.
+pub fn two_linked_nodes(redis: &Redis) -> (Server, Server) {
+    (linked_node(redis, "node-a"), linked_node(redis, "node-b"))
+}
+
 pub fn linked(node: &Server) -> bool {
     node.stats().cluster_linked.load(Ordering::Relaxed)
 }
