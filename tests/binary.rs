@@ -3,74 +3,22 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
 
+use common::process::{spawn_server, ServerProcess};
 use common::{Client, PATIENCE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_underworld-line");
 
-/// A running server process, its console (stdin), and its stdout lines.
-struct Running {
-    child: Child,
-    console: Option<ChildStdin>,
-    addr: SocketAddr,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
-}
+/// A running server process, its console (stdin), and its output lines.
+type Running = ServerProcess;
 
 fn spawn(args: &[&str]) -> Running {
-    spawn_with_stdin(args, Stdio::piped())
-}
-
-fn spawn_with_stdin(args: &[&str], stdin: Stdio) -> Running {
-    let mut child = Command::new(BIN)
-        .args(["--addr", "127.0.0.1:0"])
-        .args(args)
-        .env("RUST_LOG", "underworld_line=debug")
-        .stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the server binary");
-    // The banner on stderr says where it listens (we asked for port 0); the log lines
-    // that follow are kept for tests that wait for one.
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (addr_tx, addr_rx) = mpsc::channel();
-    let (err_tx, err_rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("Underworld-Line on ") {
-                let addr = rest.split(' ').next().unwrap().to_string();
-                let _ = addr_tx.send(addr);
-            }
-            let _ = err_tx.send(line);
-        }
-    });
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let (out_tx, out_rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            let _ = out_tx.send(line);
-        }
-    });
-    let addr = addr_rx
-        .recv_timeout(PATIENCE)
-        .expect("the banner")
-        .parse()
-        .unwrap();
-    let console = child.stdin.take();
-    Running {
-        child,
-        console,
-        addr,
-        stdout: out_rx,
-        stderr: err_rx,
-    }
+    spawn_server(args, Stdio::piped())
 }
 
 impl Running {
@@ -231,7 +179,7 @@ fn console_shutdown_and_eof() {
     assert_eq!(a.expect_bye(), "server shutting down");
     assert_eq!(server.wait(), 0);
 
-    let quiet = spawn_with_stdin(&[], Stdio::null());
+    let quiet = spawn_server(&[], Stdio::null());
     quiet.expect_log("console: stdin closed");
     let mut c = Client::connect(quiet.addr);
     c.send("still serving");

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::process::{spawn_server, ServerProcess};
 use super::{eventually, start_server, test_config, PATIENCE};
 use underworld_line::cluster::ClusterConfig;
 use underworld_line::Server;
@@ -117,74 +118,46 @@ pub fn await_link(node: &Server, up: bool) {
 /// The server binary as a node of its own process (so that a test can kill it), with
 /// its console on a pipe. Killed when dropped.
 pub struct NodeProcess {
-    child: Child,
+    process: ServerProcess,
     /// Where it listens.
     pub addr: std::net::SocketAddr,
-    console: std::process::ChildStdin,
-    output: std::sync::mpsc::Receiver<String>,
 }
 
 impl NodeProcess {
     /// Starts `underworld-line --redis URL --node NAME` on a free port and waits until
     /// its `/stats` says it is linked to Redis.
     pub fn start(redis: &Redis, node: &str) -> NodeProcess {
-        use std::io::{BufRead, BufReader};
-        use std::sync::mpsc;
-
-        let mut child = Command::new(env!("CARGO_BIN_EXE_underworld-line"))
-            .args(["--addr", "127.0.0.1:0", "--rate-limit", "off"])
-            .args(["--max-per-ip", "0"])
-            .args(["--redis", &redis.url(), "--node", node])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the server binary");
-        // Where it listens: the banner on stderr (we asked for port 0).
-        let (addr_tx, addr_rx) = mpsc::channel();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("Underworld-Line on ") {
-                    let _ = addr_tx.send(rest.split(' ').next().unwrap().to_string());
-                }
-            }
-        });
-        let (out_tx, output) = mpsc::channel();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                let _ = out_tx.send(line);
-            }
-        });
-        let addr = addr_rx
-            .recv_timeout(PATIENCE)
-            .expect("the banner")
-            .parse()
-            .unwrap();
-        let console = child.stdin.take().unwrap();
-        let mut process = NodeProcess {
-            child,
-            addr,
-            console,
-            output,
+        let url = redis.url();
+        let args = [
+            "--rate-limit",
+            "off",
+            "--max-per-ip",
+            "0",
+            "--redis",
+            &url,
+            "--node",
+            node,
+        ];
+        let process = spawn_server(&args, Stdio::piped());
+        let mut node_process = NodeProcess {
+            addr: process.addr,
+            process,
         };
-        let linked = format!("cluster: node {node}, linked to {}", redis.url());
-        process.await_console_line("/stats", &linked);
-        process
+        let linked = format!("cluster: node {node}, linked to {url}");
+        node_process.await_console_line("/stats", &linked);
+        node_process
     }
 
     /// Types `command` on the console, again every 200 ms, until it prints `expected`.
     pub fn await_console_line(&mut self, command: &str, expected: &str) {
-        use std::io::Write;
         let start = Instant::now();
         loop {
             assert!(
                 start.elapsed() < PATIENCE,
                 "{command} never printed {expected:?}"
             );
-            writeln!(self.console, "{command}").unwrap();
-            while let Ok(line) = self.output.recv_timeout(Duration::from_millis(200)) {
+            self.type_line(command);
+            while let Ok(line) = self.process.stdout.recv_timeout(Duration::from_millis(200)) {
                 if line == expected {
                     return;
                 }
@@ -197,7 +170,7 @@ impl NodeProcess {
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
+            .arg(self.process.child.id().to_string())
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{signal} failed");
@@ -206,14 +179,15 @@ impl NodeProcess {
     /// Types one line on the node's console.
     pub fn type_line(&mut self, line: &str) {
         use std::io::Write;
-        writeln!(self.console, "{line}").unwrap();
+        let console = self.process.console.as_mut().expect("stdin is a pipe");
+        writeln!(console, "{line}").unwrap();
     }
 
     /// Waits (at most `PATIENCE`) for the process to exit; its status.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let start = Instant::now();
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.process.child.try_wait().unwrap() {
                 return status;
             }
             assert!(start.elapsed() < PATIENCE, "the node did not exit");
@@ -223,8 +197,8 @@ impl NodeProcess {
 
     /// SIGKILL: no goodbye to Redis or anyone.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
     }
 }
 
@@ -233,7 +207,7 @@ impl Drop for NodeProcess {
         // A test that failed while the node was stopped: wake it, then kill it.
         let _ = Command::new("kill")
             .arg("-CONT")
-            .arg(self.child.id().to_string())
+            .arg(self.process.child.id().to_string())
             .status();
         self.kill();
     }

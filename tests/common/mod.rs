@@ -11,6 +11,7 @@ use underworld_line::{Config, Server};
 
 #[cfg(feature = "redis")]
 pub mod broker;
+pub mod process;
 
 /// How long any single wait may take before the test fails: generous, because CI
 /// machines are busy; a passing test never waits this long.
