@@ -278,17 +278,22 @@ fn websocket_users_hear_the_shutdown() {
     server.join();
 }
 
-/// The flood limit applies to WebSocket users as to TCP users.
-#[test]
-fn websocket_users_are_rate_limited() {
-    let config = Config {
+/// A web config whose flood limit a test reaches at once: a burst of 2, then a line
+/// every 2 s.
+fn tight_flood_limit() -> Config {
+    Config {
         rate_limit: Some(RateLimit {
             burst: 2,
             per_second: 0.5,
         }),
         ..web_config()
-    };
-    let (server, web) = start_web(config);
+    }
+}
+
+/// The flood limit applies to WebSocket users as to TCP users.
+#[test]
+fn websocket_users_are_rate_limited() {
+    let (server, web) = start_web(tight_flood_limit());
     let mut ws = WsClient::connect(web);
     for i in 0..5 {
         ws.send(&format!("line {i}"));
@@ -302,14 +307,7 @@ fn websocket_users_are_rate_limited() {
 /// pong): after a burst of pings, the next line is over the limit.
 #[test]
 fn websocket_pings_count_against_the_flood_limit() {
-    let config = Config {
-        rate_limit: Some(RateLimit {
-            burst: 2,
-            per_second: 0.5,
-        }),
-        ..web_config()
-    };
-    let (server, web) = start_web(config);
+    let (server, web) = start_web(tight_flood_limit());
     let mut ws = WsClient::connect(web);
     for _ in 0..10 {
         ws.socket
@@ -494,11 +492,7 @@ fn polling_limits() {
     let config = Config {
         max_line: 32,
         max_per_ip: 2,
-        rate_limit: Some(RateLimit {
-            burst: 2,
-            per_second: 0.5,
-        }),
-        ..web_config()
+        ..tight_flood_limit()
     };
     let (server, web) = start_web(config);
     let token = new_session(web);
