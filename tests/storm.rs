@@ -112,7 +112,14 @@ fn a_shutdown_in_the_middle_of_a_burst_says_bye_and_leaks_nothing() {
             Some(other) => panic!("client {i}: unexpected first line {other:?}"),
         }
     }
-    assert_eq!(greeted, Stats::get(&server.stats().accepted));
+    // Every client the acceptor took was either greeted or, when its `Connected` reached
+    // the dispatcher just after the shutdown did, told `BYE` without a greeting (it
+    // then looks like a turned-away client here, which is why this is a range).
+    let accepted = Stats::get(&server.stats().accepted);
+    assert!(
+        greeted <= accepted && accepted <= greeted + turned_away,
+        "{greeted} greeted, {turned_away} turned away, {accepted} accepted"
+    );
     assert!(greeted >= 300, "only {greeted} greeted");
     eprintln!("{greeted} greeted, {turned_away} turned away at shutdown");
 
