@@ -7,7 +7,9 @@
 //! RUST_LOG=debug cargo run --release        # more logging
 //! ```
 
-use std::io::{self, BufRead};
+mod log_writer;
+
+use std::io::{self, BufRead, IsTerminal};
 use std::process::ExitCode;
 use std::thread;
 
@@ -15,12 +17,12 @@ use underworld_line::cli::{parse_args, Invocation, USAGE};
 use underworld_line::console::execute;
 use underworld_line::Server;
 
+use log_writer::LogFlusher;
+
 fn main() -> ExitCode {
     // Only the binary sets up logging and signal handling: a library must leave both
     // to the program that embeds it (ctrlc allows a single handler per process).
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    let log = start_logging();
 
     let (addr, config) = match parse_args(std::env::args().skip(1)) {
         Ok(Invocation::Run { addr, config }) => (addr, config),
@@ -74,7 +76,30 @@ fn main() -> ExitCode {
 
     server.join();
     log::info!("stopped");
+    if let Some(log) = log {
+        log.flush();
+    }
     ExitCode::SUCCESS
+}
+
+/// `env_logger` (level `info` unless `RUST_LOG` says otherwise), writing through the
+/// `log` thread so that no server thread waits for stderr (see `log_writer.rs`).
+fn start_logging() -> Option<LogFlusher> {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    builder.format_timestamp_millis();
+    let queued = log_writer::start();
+    let flusher = queued.map(|(writer, flusher)| {
+        // Colours are decided by the target, and a pipe has none: say when stderr is
+        // a terminal (unless RUST_LOG_STYLE already says).
+        if std::env::var_os("RUST_LOG_STYLE").is_none() && io::stderr().is_terminal() {
+            builder.write_style(env_logger::WriteStyle::Always);
+        }
+        builder.target(env_logger::Target::Pipe(Box::new(writer)));
+        flusher
+    });
+    builder.init();
+    flusher
 }
 
 fn run_console(server: &Server) {

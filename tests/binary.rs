@@ -3,7 +3,8 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -186,6 +187,48 @@ fn console_shutdown_and_eof() {
     c.expect(&format!("MSG lobby {} still serving", c.nick));
     quiet.interrupt();
     assert_eq!(quiet.wait(), 0);
+}
+
+/// A stderr nobody reads (`2>&1 | less` left paused, a stuck log collector) does not
+/// stop the chat: the log lines wait in the `log` thread's queue, or are dropped, and
+/// no server thread waits for the pipe. 600 clients come and go with debug logging
+/// (several lines each: far more than a pipe's 64 KiB), then two users still chat.
+#[test]
+fn a_stderr_nobody_reads_does_not_stop_the_chat() {
+    let mut child = Command::new(BIN)
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--rate-limit",
+            "off",
+            "--max-per-ip",
+            "0",
+        ])
+        .env("RUST_LOG", "underworld_line=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the server binary");
+    // Read up to the banner, then never again (the pipe stays open, and fills).
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr: SocketAddr = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no banner");
+        if let Some(rest) = line.strip_prefix("Underworld-Line on ") {
+            break rest.split(' ').next().unwrap().parse().unwrap();
+        }
+    };
+    for _ in 0..600 {
+        // Each waits for its HELLO: a server stuck on the pipe would never send it.
+        drop(Client::connect(addr));
+    }
+    let mut alice = Client::named(addr, "alice");
+    let mut bob = Client::named(addr, "bob");
+    bob.send("/w alice still chatting");
+    alice.expect("DM bob alice still chatting");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 /// Shutdown under load: SIGINT while 200 clients chat; every client gets BYE and the
