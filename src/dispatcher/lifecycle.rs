@@ -58,7 +58,8 @@ impl DispatcherState {
         if let Some(alias) = self.reserved_alias(table, id) {
             return alias;
         }
-        for attempt in 0..64 {
+        let first = crate::alias::first_attempt(table.user_count());
+        for attempt in first..first + 64 {
             let candidate = self.aliases.candidate(attempt);
             if table.nick_owner(&candidate).is_none() && !self.nick_being_claimed(id, &candidate) {
                 return candidate;
