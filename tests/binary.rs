@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
@@ -195,23 +195,25 @@ fn console_shutdown_and_eof() {
 /// (several lines each: far more than a pipe's 64 KiB), then two users still chat.
 #[test]
 fn a_stderr_nobody_reads_does_not_stop_the_chat() {
-    let mut child = Command::new(BIN)
-        .args([
-            "--addr",
-            "127.0.0.1:0",
-            "--rate-limit",
-            "off",
-            "--max-per-ip",
-            "0",
-        ])
-        .env("RUST_LOG", "underworld_line=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the server binary");
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args([
+                "--addr",
+                "127.0.0.1:0",
+                "--rate-limit",
+                "off",
+                "--max-per-ip",
+                "0",
+            ])
+            .env("RUST_LOG", "underworld_line=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server binary"),
+    );
     // Read up to the banner, then never again (the pipe stays open, and fills).
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
     let addr: SocketAddr = loop {
         let mut line = String::new();
         assert!(stderr.read_line(&mut line).unwrap() > 0, "no banner");
@@ -227,8 +229,16 @@ fn a_stderr_nobody_reads_does_not_stop_the_chat() {
     let mut bob = Client::named(addr, "bob");
     bob.send("/w alice still chatting");
     alice.expect("DM bob alice still chatting");
-    child.kill().unwrap();
-    child.wait().unwrap();
+}
+
+/// A child process killed when the test ends, even by a failed assertion.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Shutdown under load: SIGINT while 200 clients chat; every client gets BYE and the
