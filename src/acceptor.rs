@@ -26,6 +26,9 @@
 //! watchdog does not scan the kernel's socket table because of a storm's `HELLO`s
 //! (`sendq.rs`).
 //!
+//! And two threads run this loop on the one listener (see `Acceptor::run`): when one
+//! is preempted, the other keeps draining the queue.
+//!
 //! Any line the client sends before its reader exists waits in the kernel's receive
 //! buffer, so nothing is lost; and since the acceptor queues `Connected` before the
 //! reader can exist, the dispatcher always hears of a client before its first line.
@@ -33,12 +36,13 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
 
 use crate::config::Config;
 use crate::event::{ClientId, Event, IdSource};
@@ -120,17 +124,68 @@ impl Acceptor {
         )?;
         let admitted = Admitted::default();
         let watchdog = self.start_watchdog(&admitted.peers);
-        thread::Builder::new()
+        // The acceptor starts its partner itself (they share borrowed state, see
+        // `run`); wait for that, so that `Server::bind` returns with every thread running.
+        let (started, partner_started) = crossbeam_channel::bounded(1);
+        let acceptor = thread::Builder::new()
             .name("acceptor".into())
-            .spawn(move || self.run(spawner, watchdog, admitted, &ended))
+            .spawn(move || self.run(spawner, watchdog, admitted, &ended, &started))?;
+        let _ = partner_started.recv();
+        Ok(acceptor)
     }
 
+    /// Two threads accept on the one listener: the kernel hands each new connection to
+    /// one of those waiting in `accept`. While one is off the processor (its core is
+    /// shared with the dispatcher writing `HELLO`s, the spawner, the load itself), the
+    /// other keeps draining the listen queue.
     fn run(
         self,
         spawner: Spawner,
         watchdog: Option<Watchdog>,
-        mut admitted: Admitted,
+        admitted: Admitted,
         ended: &Receiver<ClientId>,
+        started: &Sender<()>,
+    ) {
+        let admitted = Mutex::new(admitted);
+        // How many of the two accepting threads have seen the stop.
+        let stopped = AtomicUsize::new(0);
+        thread::scope(|scope| {
+            let partner = thread::Builder::new()
+                .name("acceptor-2".into())
+                .spawn_scoped(scope, || {
+                    self.accept_until_stopped(&spawner, &admitted, ended, &stopped)
+                });
+            if let Err(e) = &partner {
+                log::warn!("could not start the second accepting thread: {e}");
+                stopped.fetch_add(1, Ordering::SeqCst); // nobody to wake at the stop
+            }
+            let _ = started.send(());
+            self.accept_until_stopped(&spawner, &admitted, ended, &stopped);
+        });
+        self.turn_away_the_queue();
+
+        // No more `Connected` will follow: the dispatcher may finish its shutdown once
+        // its clients are gone. Then the spawner joins every connection thread, which
+        // end as the dispatcher closes their sockets.
+        let _ = self.events.send(Event::AcceptorStopped);
+        drop(self);
+        if let Some(watchdog) = watchdog {
+            watchdog.finish();
+        }
+        spawner.finish();
+        log::debug!("acceptor stopped");
+    }
+
+    /// One accepting thread's loop, until the server stops. The first of the two
+    /// threads to see the stop wakes the other (a blocking `accept` ends only with a
+    /// connection); a wake-up connection the other did not take waits in the queue,
+    /// which is answered once both have stopped.
+    fn accept_until_stopped(
+        &self,
+        spawner: &Spawner,
+        admitted: &Mutex<Admitted>,
+        ended: &Receiver<ClientId>,
+        stopped: &AtomicUsize,
     ) {
         loop {
             let accepted = self.listener.accept();
@@ -139,13 +194,17 @@ impl Acceptor {
                 if let Ok((stream, _)) = accepted {
                     self.turn_away(&stream);
                 }
-                self.turn_away_the_queue();
-                break;
+                if stopped.fetch_add(1, Ordering::SeqCst) == 0 {
+                    if let Ok(addr) = self.listener.local_addr() {
+                        wake_accept(addr);
+                    }
+                }
+                return;
             }
             // The watchdog's map is updated here, on each accept, because this thread
             // blocks in `accept` and has no other moment. (The caps' counts are given
             // back by the spawner, as it joins each thread.)
-            admitted.release(ended);
+            admitted.lock().release(ended);
             let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -168,24 +227,16 @@ impl Acceptor {
             }
             let id = self.ids.next();
             let connection = Arc::new(TcpConnection::new(stream));
-            if self.greet_and_hand_off(id, peer, source, connection, &spawner) {
-                admitted.admit(id, peer);
-            } else {
+            let new = NewConnection {
+                id,
+                source,
+                connection,
+            };
+            if !self.greet_and_hand_off(new, peer, admitted, spawner) {
                 self.slots.give_back();
                 self.users.give_back(source);
             }
         }
-
-        // No more `Connected` will follow: the dispatcher may finish its shutdown once
-        // its clients are gone. Then the spawner joins every connection thread, which
-        // end as the dispatcher closes their sockets.
-        let _ = self.events.send(Event::AcceptorStopped);
-        drop(self);
-        if let Some(watchdog) = watchdog {
-            watchdog.finish();
-        }
-        spawner.finish();
-        log::debug!("acceptor stopped");
     }
 
     /// The send-queue watchdog for this listener's connections (see `sendq.rs`);
@@ -213,12 +264,12 @@ impl Acceptor {
     /// `false` if the dispatcher is gone (the server is stopping).
     fn greet_and_hand_off(
         &self,
-        id: ClientId,
+        new: NewConnection,
         peer: SocketAddr,
-        source: IpAddr,
-        connection: Arc<TcpConnection>,
+        admitted: &Mutex<Admitted>,
         spawner: &Spawner,
     ) -> bool {
+        let id = new.id;
         Stats::add(&self.stats.accepted, 1);
         log::debug!("{id} from {peer}");
         // The dispatcher answers `HELLO` as soon as it takes this event. The channel is
@@ -226,16 +277,16 @@ impl Acceptor {
         // slowed, not the people already chatting.
         let connected = Event::Connected {
             id,
-            transport: connection.clone(),
+            transport: new.connection.clone(),
         };
         if self.events.send(connected).is_err() {
             return false; // the dispatcher is gone: the server is stopping
         }
-        spawner.spawn(NewConnection {
-            id,
-            source,
-            connection,
-        });
+        // Before the spawner has it: once its thread exists it may end at once, and the
+        // other accepting thread may then hear of the end (`release`) before this one
+        // had admitted it, which would leave it in the map for good.
+        admitted.lock().admit(id, peer);
+        spawner.spawn(new);
         true
     }
 

@@ -23,7 +23,7 @@
 //! | module | its one job |
 //! |---|---|
 //! | [`server`] | [`Server`]: bind, start the threads, the handle to control them |
-//! | `acceptor` (private) | the accept loop, the caps; greets through the dispatcher at once |
+//! | `acceptor` (private) | the accept loop (two threads), the caps; greets through the dispatcher at once |
 //! | `spawner` (private) | one named thread per connection, created off the accept loop, joined when it ends |
 //! | [`limits`] | the connection cap derived from the OS limits |
 //! | [`netstat`] | the kernel's counters of connections lost before `accept` |
