@@ -57,6 +57,9 @@ pub enum CloseReason {
     Flooding,
     /// Too many bytes without a line end.
     LineTooLong,
+    /// A WebSocket text message that is not UTF-8: the WebSocket protocol requires
+    /// closing the connection (a TCP client's invalid line only gets `ERR invalid-utf8`).
+    InvalidUtf8,
     /// The server is shutting down.
     ServerShutdown,
     /// Admitted, but no thread could be created for the connection (should not happen
@@ -75,6 +78,7 @@ impl CloseReason {
             CloseReason::TooSlow => "too slow",
             CloseReason::Flooding => "flooding",
             CloseReason::LineTooLong => "line too long",
+            CloseReason::InvalidUtf8 => "invalid utf-8",
             CloseReason::ServerShutdown => "server shutting down",
             CloseReason::ServerFull => "server full",
         }
@@ -93,6 +97,7 @@ impl Display for CloseReason {
             CloseReason::TooSlow => f.write_str("too slow"),
             CloseReason::Flooding => f.write_str("flooding"),
             CloseReason::LineTooLong => f.write_str("line too long"),
+            CloseReason::InvalidUtf8 => f.write_str("invalid utf-8"),
             CloseReason::ServerShutdown => f.write_str("server shutting down"),
             CloseReason::ServerFull => f.write_str("server full"),
         }

@@ -13,7 +13,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{test_config, Client, PATIENCE};
-use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tungstenite::protocol::frame::Frame;
 use tungstenite::Message;
 use underworld_line::rate::RateLimit;
 use underworld_line::web::WebConfig;
@@ -225,6 +226,25 @@ fn websocket_messages_have_the_line_limits() {
     let (lines, close) = ws.until_close();
     assert_eq!(lines.last().map(String::as_str), Some("BYE line too long"));
     assert_eq!(close.unwrap().code, CloseCode::Size);
+    server.shutdown();
+    server.join();
+}
+
+/// A text message that is not UTF-8 (a browser never sends one; a hostile client may):
+/// `BYE invalid utf-8` and close code 1007, as RFC 6455 asks, and the room sees the
+/// user leave with that reason. Nothing reaches the room.
+#[test]
+fn a_websocket_text_message_that_is_not_utf8_closes_with_1007() {
+    let (server, web) = start_web(web_config());
+    let mut tcp = Client::connect(server.local_addr());
+    let mut ws = WsClient::connect(web);
+    tcp.expect(&format!("JOIN lobby {}", ws.nick));
+    let garbage = Frame::message(vec![b'h', b'i', 0xff, 0xfe], OpCode::Data(Data::Text), true);
+    ws.socket.send(Message::Frame(garbage)).unwrap();
+    let (lines, close) = ws.until_close();
+    assert_eq!(lines.last().map(String::as_str), Some("BYE invalid utf-8"));
+    assert_eq!(close.unwrap().code, CloseCode::Invalid);
+    tcp.next_is(&format!("LEAVE lobby {} invalid utf-8", ws.nick));
     server.shutdown();
     server.join();
 }

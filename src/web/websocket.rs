@@ -9,6 +9,7 @@
 //! |---|---|
 //! | a line over `--max-line` → `ERR line-too-long` | a message over `--max-line` → the same |
 //! | `--max-unterminated` bytes without LF → `BYE line too long` | a message over `--max-unterminated` → the same (tungstenite's message size limit) |
+//! | a line not UTF-8 → `ERR invalid-utf8`, and reading goes on | a text message not UTF-8 → `BYE invalid utf-8`, close code 1007 (RFC 6455 requires closing) |
 //! | idle, flood, slow reader | the same, unchanged |
 //!
 //! Pings are answered with pongs by tungstenite; `BYE <reason>` is followed by a close
@@ -229,6 +230,13 @@ impl WsUser<'_> {
                 Err(Error::Capacity(e)) => {
                     log::debug!("{e}");
                     self.reader.fatal(CloseReason::LineTooLong);
+                    return;
+                }
+                // RFC 6455 §8.1: a text message that is not UTF-8 fails the connection.
+                // Said with `BYE invalid utf-8` and close code 1007, not in silence.
+                Err(Error::Utf8(e)) => {
+                    log::debug!("{e}");
+                    self.reader.fatal(CloseReason::InvalidUtf8);
                     return;
                 }
                 Err(_) => return, // closed, reset, or a protocol error

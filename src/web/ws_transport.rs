@@ -181,7 +181,8 @@ pub(crate) fn close_code(reason: &str) -> CloseCode {
         "server shutting down" => CloseCode::Away,
         "server full" | "too many connections from your address" => CloseCode::Again,
         "line too long" => CloseCode::Size,
-        _ => CloseCode::Policy, // idle, too slow, flooding, kicked
+        "invalid utf-8" => CloseCode::Invalid, // 1007, as RFC 6455 asks
+        _ => CloseCode::Policy,                // idle, too slow, flooding, kicked
     }
 }
 
@@ -213,6 +214,7 @@ mod tests {
         assert_eq!(close_code("server shutting down"), CloseCode::Away);
         assert_eq!(close_code("idle"), CloseCode::Policy);
         assert_eq!(close_code("line too long"), CloseCode::Size);
+        assert_eq!(close_code("invalid utf-8"), CloseCode::Invalid);
         assert_eq!(truncate("밤손님", 4), "밤");
     }
 }
