@@ -26,6 +26,13 @@ use crate::acceptor::{discard_input, source_key};
 use crate::limits::Slots;
 use crate::transport::{TcpConnection, Transport};
 
+/// An address's open HTTP connections are capped at `--max-per-ip`, but never below
+/// this: a browser opens up to 6 connections to a host (the page, the script's
+/// requests, the WebSocket), and a connection still counts for the moment between the
+/// client reading its answer and its thread seeing the end, so a client making
+/// requests one after another would otherwise be refused at random under a cap of 1.
+const OPEN_REQUESTS_AT_LEAST: usize = 8;
+
 /// A connection being served.
 struct Live {
     /// Weak: the socket must close when its thread (or, for a WebSocket, the
@@ -104,7 +111,7 @@ pub(super) fn run(
             .copied()
             .unwrap_or(0);
         let max_per_ip = context.config.max_per_ip;
-        if max_per_ip > 0 && from_source >= max_per_ip {
+        if max_per_ip > 0 && from_source >= max_per_ip.max(OPEN_REQUESTS_AT_LEAST) {
             let why = "too many connections from your address";
             refuse(&stream, Response::error(429, why));
             continue;
