@@ -23,7 +23,16 @@ fn main() -> ExitCode {
     // Only the binary sets up logging and signal handling: a library must leave both
     // to the program that embeds it (ctrlc allows a single handler per process).
     let log = start_logging();
+    let status = run();
+    // Whichever way `run` ended, the lines it logged reach stderr before the exit.
+    if let Some(log) = log {
+        log.flush();
+    }
+    status
+}
 
+/// The server's life: flags, listening, the console, until the server has stopped.
+fn run() -> ExitCode {
     let (addr, config) = match parse_args(std::env::args().skip(1)) {
         Ok(Invocation::Run { addr, config }) => (addr, config),
         Ok(Invocation::Help) => {
@@ -76,9 +85,6 @@ fn main() -> ExitCode {
 
     server.join();
     log::info!("stopped");
-    if let Some(log) = log {
-        log.flush();
-    }
     ExitCode::SUCCESS
 }
 
