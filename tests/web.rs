@@ -761,8 +761,12 @@ fn both_listeners_share_one_connection_cap() {
 /// to push it out: no frame waits in the transport unseen by the outbox.
 #[test]
 fn a_websocket_user_far_behind_gets_every_line_when_it_reads_again() {
+    // Neither the WebSocket user (who does not read yet) nor the talker (who reads its
+    // own copies only after sending) may be dropped as too slow meanwhile, however long
+    // a loaded machine takes to send 27 MB: both limits far out of reach.
     let config = Config {
         max_pending: 64 * 1024 * 1024,
+        send_timeout: Duration::from_secs(120),
         ..web_config()
     };
     let (server, web) = start_web(config);
