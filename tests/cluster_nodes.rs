@@ -16,6 +16,7 @@ use std::time::Instant;
 use common::broker::{await_link, linked_node, start_node, two_linked_nodes, NodeProcess, Redis};
 use common::{Client, PATIENCE};
 use underworld_line::cluster::registry::ALIAS_POOL;
+use underworld_line::console::execute;
 
 /// A list's lines (`/users`, `/who`, `/rooms`), up to and with its `END` line.
 fn list(client: &mut Client, command: &str) -> Vec<String> {
@@ -440,6 +441,104 @@ fn the_console_reaches_every_node() {
     alice.expect("LEAVE lobby bob kicked: enough");
     // Gone from the register a moment after his BYE.
     common::eventually("bob unknown to /kick", || a.kick("bob", "again").is_err());
+}
+
+/// The console's `/users` and `/rooms` list every node's users (issue: they used to be
+/// this node's only), capped like a user's lists, through the in-process console and
+/// through the binary's stdin; while Redis is unreachable, this node's only.
+#[test]
+fn the_console_lists_every_node() {
+    // The console's rows: the nick padded to 16 columns, the room name to 24.
+    let user = |nick: &str, room: &str| format!("  {nick:<16} {room}");
+    let room = |name: &str, members: usize| format!("  {name:<24} {members}");
+    let mut redis = Redis::start();
+    let (a, b) = two_linked_nodes(&redis);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    alice.send("/join den");
+    alice.expect("JOIN den alice");
+    let mut bob = Client::named(b.local_addr(), "bob");
+    bob.send("/join den");
+    bob.expect("JOIN den bob");
+    let _carol = Client::named(b.local_addr(), "carol");
+    // The register is written by another thread a moment after the chat: wait until a
+    // user's list shows everyone, then the console must agree at once.
+    await_users(
+        &mut alice,
+        &[
+            "USER alice den",
+            "USER bob den",
+            "USER carol lobby",
+            "END users 3",
+        ],
+    );
+    assert_eq!(
+        execute(&a, "/users").output,
+        [
+            "3 users online",
+            &user("alice", "den"),
+            &user("bob", "den"),
+            &user("carol", "lobby")
+        ]
+        .join("\n")
+    );
+    assert_eq!(
+        execute(&a, "/rooms").output,
+        ["2 rooms", &room("den", 2), &room("lobby", 1)].join("\n")
+    );
+    // This node's own view stays this node's (documented on `Server::snapshot`).
+    assert_eq!(a.snapshot().users.len(), 1);
+
+    // The binary's console, on a third node, lists the other nodes' users too.
+    let mut c = NodeProcess::start(&redis, "node-c");
+    c.await_console_line("/users", &user("bob", "den"));
+
+    // A live node with 250 users (written straight into the register): the console
+    // shows the true count and the first 200, and says so, as a user's `END` line does.
+    let mut raw = redis.connect().expect("a raw Redis client");
+    let mut users = redis::cmd("HSET");
+    users.arg("underworld-line:users:fake");
+    for i in 0..250 {
+        users
+            .arg(format!("many{i:03}"))
+            .arg(format!("many{i:03} hall"));
+    }
+    redis::pipe()
+        .cmd("SADD")
+        .arg("underworld-line:nodes")
+        .arg("fake")
+        .cmd("SET")
+        .arg("underworld-line:alive:fake")
+        .arg(1)
+        .add_command(users)
+        .query::<()>(&mut raw)
+        .expect("a fake node");
+    let listed = execute(&a, "/users").output;
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines[0], "253 users online");
+    assert_eq!(lines.len(), 1 + 200 + 1, "{listed}");
+    assert_eq!(lines[1], user("alice", "den"));
+    // alice, bob, carol, then many000…: the 200th listed is many196.
+    assert_eq!(lines[200], user("many196", "hall"));
+    assert_eq!(lines[201], "  (showing the first 200)");
+    assert_eq!(
+        execute(&a, "/rooms").output,
+        [
+            "3 rooms",
+            &room("den", 2),
+            &room("hall", 250),
+            &room("lobby", 1)
+        ]
+        .join("\n")
+    );
+
+    // Redis gone: this node's users only, at once (no wait for a register that is down).
+    drop(c);
+    redis.stop();
+    await_link(&a, false);
+    assert_eq!(
+        execute(&a, "/users").output,
+        ["1 user online", &user("alice", "den")].join("\n")
+    );
 }
 
 /// The load generator spreads its clients over the nodes of a cluster (`--addr`

@@ -37,6 +37,7 @@
 //! | [`history`] | room history in Redis, written and read with the room lines |
 //! | [`presence`] | the register in Redis: nicks, users, heartbeats (keys and scripts) |
 //! | `registry.rs` | the `cluster-reg` thread: claims, lost nodes, list queries |
+//! | [`roster`] | the lists of every node's users, merged with this node's own table |
 //! | `heartbeat.rs` | the `cluster-beat` thread: this node's heartbeat, and nothing else |
 //! | `subscriber.rs` | the `cluster-sub` thread: SUBSCRIBE, parse, hand to the dispatcher |
 //! | `publisher.rs` | the `cluster-pub` thread: PUBLISH what the dispatcher hands it |
@@ -63,6 +64,7 @@ pub mod presence;
 mod publisher;
 pub mod registry;
 mod retry;
+pub mod roster;
 mod subscriber;
 pub mod wire;
 

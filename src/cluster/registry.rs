@@ -5,7 +5,7 @@
 //! - **requests** from the dispatcher, in the order it sent them: claim a nick (the
 //!   answer comes back as [`ClusterEvent::Claimed`]), free one, move a user, re-register
 //!   everyone; find the node of a nick for a whisper or a kick and send it there; read
-//!   every node's users for `/users`, `/who`, `/rooms`;
+//!   every node's users for `/users`, `/who`, `/rooms` (a user's, or the console's);
 //! - **a look around**, every [`BEAT`]: the count of live nodes for `/stats`;
 //! - **aliases reserved ahead**, [`ALIAS_POOL`] of them, so that a new user's alias is
 //!   theirs across the cluster from their first line;
@@ -105,6 +105,13 @@ pub(crate) enum Request {
         id: ClientId,
         /// What they asked for (`/users`, `/who`, `/rooms`), handed back with the answer.
         list: super::List,
+    },
+    /// Who is online on every live node, for the operator console or a host program
+    /// ([`Server::roster`](crate::Server::roster)), waiting on its own thread: the
+    /// answer goes straight to it, never through the dispatcher.
+    OperatorRoster {
+        /// Where the answer goes: `None` if the register could not be read.
+        done: Sender<Option<super::roster::Nodes>>,
     },
 }
 
@@ -366,6 +373,9 @@ impl Registry<'_> {
                 let nodes = self.with(|con, _| presence::live_nodes(con));
                 let event = ClusterEvent::Roster { id, list, nodes };
                 tell_dispatcher(self.events, self.stop, event);
+            }
+            Request::OperatorRoster { done } => {
+                let _ = done.send(self.with(|con, _| presence::live_nodes(con)));
             }
         }
     }
