@@ -13,7 +13,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use common::broker::{await_link, linked_node, start_node, two_linked_nodes, NodeProcess, Redis};
+use common::broker::{
+    await_link, linked_node, start_node, start_node_with, two_linked_nodes, NodeProcess, Redis,
+};
 use common::{Client, PATIENCE};
 use underworld_line::cluster::registry::ALIAS_POOL;
 use underworld_line::console::execute;
@@ -250,6 +252,105 @@ fn first_of_prefix(client: &mut Client, exact: &str, prefix: &str) -> bool {
             return false;
         }
     }
+}
+
+/// `--announce-max` counts a room on every node: when a node dies, its users' `LEAVE …
+/// node lost` lines reach a room only if the room, counted across the cluster, is small
+/// enough, and only for users the room heard join. Here (`--announce-max 2`) the lobby
+/// has 5 members over three nodes, only one of them on node-a: node-a's alice must not
+/// hear the dead node's erin leave (node-a used to count its own members only, 1). The
+/// den (watcher on node-a, fred on the dead node) is small: watcher hears fred leave.
+#[test]
+fn node_lost_leaves_follow_the_cluster_wide_announce_rule() {
+    let redis = Redis::start();
+    let mut config = common::test_config();
+    config.announce_max = 2;
+    let a = start_node_with(&redis.url(), "node-a", config.clone());
+    let b = start_node_with(&redis.url(), "node-b", config);
+    await_link(&a, true);
+    await_link(&b, true);
+    let mut doomed = NodeProcess::start_with(&redis, "doomed", &["--announce-max", "2"]);
+
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let mut watcher = Client::named(a.local_addr(), "watcher");
+    watcher.send("/join den");
+    watcher.expect("JOIN den watcher");
+    let _b_users: Vec<Client> = ["bob", "carol", "dave"]
+        .iter()
+        .map(|nick| Client::named(b.local_addr(), nick))
+        .collect();
+    let mut fred = Client::named(doomed.addr, "fred");
+    fred.send("/join den");
+    fred.expect("JOIN den fred");
+    // Two in the den, counted on any node: fred's JOIN is announced to it.
+    watcher.expect("JOIN den fred");
+    let _erin = Client::named(doomed.addr, "erin");
+    await_users(
+        &mut alice,
+        &[
+            "USER alice lobby",
+            "USER bob lobby",
+            "USER carol lobby",
+            "USER dave lobby",
+            "USER erin lobby",
+            "USER fred den",
+            "USER watcher den",
+            "END users 7",
+        ],
+    );
+
+    doomed.kill();
+    // The lost node's lines (fred's, erin's) are published together, by one script.
+    watcher.expect("LEAVE den fred node lost");
+    // Alice's own line, through Redis after both, closes the window: whatever erin's
+    // line brought her came before it.
+    alice.send("done");
+    let seen = alice.expect("MSG lobby alice done");
+    assert!(
+        !seen.iter().any(|line| line.starts_with("LEAVE ")),
+        "alice heard a leave in a lobby of 5 (announce-max 2): {seen:?}"
+    );
+}
+
+/// `--announce-max` counts a room on every node when a user joins: with
+/// `--announce-max 2`, a lobby of alice (node-a) and bob and carol (node-b) has 3
+/// members once dave joins on node-a, so alice does not hear his `JOIN` (node-a used
+/// to count its own 2). Bob's and carol's rooms are known to node-a once alice's
+/// `/users` lists them (the register's answer refreshes node-a's count of every room).
+#[test]
+fn a_join_counts_the_room_on_every_node() {
+    let redis = Redis::start();
+    let mut config = common::test_config();
+    config.announce_max = 2;
+    let a = start_node_with(&redis.url(), "node-a", config.clone());
+    let b = start_node_with(&redis.url(), "node-b", config);
+    await_link(&a, true);
+    await_link(&b, true);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let _bob = Client::named(b.local_addr(), "bob");
+    let _carol = Client::named(b.local_addr(), "carol");
+    await_users(
+        &mut alice,
+        &[
+            "USER alice lobby",
+            "USER bob lobby",
+            "USER carol lobby",
+            "END users 3",
+        ],
+    );
+    let mut dave = Client::connect(a.local_addr());
+    let alias = dave.nick.clone();
+    // Dave learns of his own arrival (read by `connect`) and rename, as always.
+    dave.send("/nick dave");
+    dave.expect(&format!("NICK {alias} dave"));
+    alice.send("done");
+    let seen = alice.expect("MSG lobby alice done");
+    assert!(
+        !seen
+            .iter()
+            .any(|line| line.contains(&alias) || line.contains(" dave")),
+        "alice heard of dave in a lobby of 4 (announce-max 2): {seen:?}"
+    );
 }
 
 /// `/users`, `/who` and `/rooms` list every node's users, with the usual `END` lines.

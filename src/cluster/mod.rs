@@ -37,6 +37,7 @@
 //! | [`history`] | room history in Redis, written and read with the room lines |
 //! | [`presence`] | the register in Redis: nicks, users, heartbeats (keys and scripts) |
 //! | `registry.rs` | the `cluster-reg` thread: claims, lost nodes, list queries |
+//! | `announce.rs` | `--announce-max` for the lines `cluster-reg` publishes (lost nodes) |
 //! | [`roster`] | the lists of every node's users, merged with this node's own table |
 //! | `heartbeat.rs` | the `cluster-beat` thread: this node's heartbeat, and nothing else |
 //! | `subscriber.rs` | the `cluster-sub` thread: SUBSCRIBE, parse, hand to the dispatcher |
@@ -57,6 +58,7 @@ use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 use crate::event::{ClientId, Event};
 use crate::stats::Stats;
 
+mod announce;
 pub mod direct;
 mod heartbeat;
 pub mod history;
@@ -205,6 +207,11 @@ pub enum ClusterEvent {
         /// Each live node and its users.
         nodes: Option<Vec<(String, Vec<Entry>)>>,
     },
+    /// How many users each room has on the other live nodes, by room, as the register
+    /// held them at the last look (once a [`registry::BEAT`], sent when it changed): the
+    /// dispatcher adds its own members to count a room across the cluster for the
+    /// `--announce-max` rule.
+    RoomSizes(std::collections::HashMap<String, usize>),
 }
 
 /// A list command answered from the whole cluster.
@@ -243,11 +250,14 @@ pub(crate) struct Bridge {
 
 impl Bridge {
     /// Starts `cluster-sub`, `cluster-pub`, `cluster-reg` and `cluster-beat` for
-    /// `config`; they send to `events`.
+    /// `config`; they send to `events`. `announce_max` is
+    /// [`Config::announce_max`](crate::Config::announce_max), for the lines the
+    /// register thread publishes.
     pub(crate) fn start(
         config: &ClusterConfig,
         events: Sender<Event>,
         stats: Arc<Stats>,
+        announce_max: usize,
     ) -> io::Result<(Bridge, Vec<JoinHandle<()>>)> {
         let client = redis::Client::open(config.redis_url.as_str())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--redis: {e}")))?;
@@ -301,6 +311,7 @@ impl Bridge {
                         &stop,
                         &stats,
                         heartbeat,
+                        announce_max,
                     )
                 })?
         };

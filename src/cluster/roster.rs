@@ -6,7 +6,7 @@
 //! thread). Both get every live node's users from the `cluster-reg` thread and merge
 //! them here, so both lists always agree.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::Entry;
 use crate::table::{RoomInfo, Snapshot, UserInfo, LOBBY};
@@ -43,6 +43,19 @@ pub fn rooms(users: &[Entry]) -> BTreeMap<&str, usize> {
         *rooms.entry(&user.room).or_default() += 1;
     }
     rooms
+}
+
+/// How many users each room has on the nodes other than `except`, by room: what a
+/// node adds to its own members to count a room across the cluster (the
+/// `--announce-max` rule, `src/dispatcher/announce.rs`).
+pub fn room_sizes(except: &str, nodes: &Nodes) -> HashMap<String, usize> {
+    let mut sizes = HashMap::new();
+    for (_, users) in nodes.iter().filter(|(node, _)| node != except) {
+        for user in users {
+            *sizes.entry(user.room.clone()).or_default() += 1;
+        }
+    }
+    sizes
 }
 
 /// The cluster-wide [`Snapshot`]: this node's `local` snapshot merged with the other
@@ -98,6 +111,20 @@ mod tests {
             rooms.into_iter().collect::<Vec<_>>(),
             [("den", 1), ("lobby", 1)]
         );
+    }
+
+    #[test]
+    fn room_sizes_leave_one_node_out() {
+        let nodes = vec![
+            ("a".to_string(), vec![entry("alice", "den")]),
+            (
+                "b".to_string(),
+                vec![entry("bob", "den"), entry("carol", "hall")],
+            ),
+        ];
+        let sizes = room_sizes("a", &nodes);
+        assert_eq!(sizes.len(), 2);
+        assert_eq!((sizes["den"], sizes["hall"]), (1, 1));
     }
 
     #[test]

@@ -245,6 +245,11 @@ impl DispatcherState {
                 List::Users => self.list_users(table, id),
             };
         };
+        if let Some(link) = self.cluster.as_mut() {
+            // A fresh count of every room, for `--announce-max` (`announce.rs`).
+            let sizes = roster::room_sizes(&link.node, &nodes);
+            link.announced.set_sizes(sizes);
+        }
         let me = self.cluster.as_ref().map_or("", |link| link.node.as_str());
         let local = table
             .users()

@@ -84,7 +84,11 @@ pub fn free_port() -> u16 {
 
 /// A node named `node` of the cluster at `redis_url`.
 pub fn start_node(redis_url: &str, node: &str) -> Server {
-    let mut config = test_config();
+    start_node_with(redis_url, node, test_config())
+}
+
+/// [`start_node`] with a config of the test's own.
+pub fn start_node_with(redis_url: &str, node: &str, mut config: underworld_line::Config) -> Server {
     config.cluster = Some(ClusterConfig {
         redis_url: redis_url.to_string(),
         node: node.to_string(),
@@ -127,8 +131,13 @@ impl NodeProcess {
     /// Starts `underworld-line --redis URL --node NAME` on a free port and waits until
     /// its `/stats` says it is linked to Redis.
     pub fn start(redis: &Redis, node: &str) -> NodeProcess {
+        NodeProcess::start_with(redis, node, &[])
+    }
+
+    /// [`NodeProcess::start`] with more flags.
+    pub fn start_with(redis: &Redis, node: &str, more: &[&str]) -> NodeProcess {
         let url = redis.url();
-        let args = [
+        let mut args = vec![
             "--rate-limit",
             "off",
             "--max-per-ip",
@@ -138,6 +147,7 @@ impl NodeProcess {
             "--node",
             node,
         ];
+        args.extend_from_slice(more);
         let process = spawn_server(&args, Stdio::piped());
         let mut node_process = NodeProcess {
             addr: process.addr,
