@@ -147,16 +147,20 @@ pub fn stats_text(server: &Server) -> String {
     );
     #[cfg(feature = "redis")]
     if let Some(cluster) = server.cluster() {
-        let link = if stats
-            .cluster_linked
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            format!("linked to {}", cluster.broker())
-        } else {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Linked means this node's lines go through Redis: subscribed, and publishing.
+        let link = if !stats.cluster_linked.load(Relaxed) {
             format!(
                 "not linked: {} unreachable, chat stays local",
                 cluster.broker()
             )
+        } else if stats.cluster_publish_failing.load(Relaxed) {
+            format!(
+                "not linked: publishing to {} fails or times out, chat stays local",
+                cluster.broker()
+            )
+        } else {
+            format!("linked to {}", cluster.broker())
         };
         text.push_str(&format!("\ncluster: node {}, {link}", cluster.node));
         let nodes = stats.cluster_nodes.lock().clone();

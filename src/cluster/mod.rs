@@ -48,7 +48,7 @@
 //! `src/dispatcher/cluster.rs`.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -265,16 +265,20 @@ impl Bridge {
         let (outgoing, to_publish) = crossbeam_channel::bounded(PUBLISH_QUEUE);
         let broker = config.broker();
         log::info!("cluster: node {} via {broker}", config.node);
+        // How many times cluster-sub subscribed: each time, Redis may have restarted
+        // under cluster-pub's idle connection (see publisher.rs).
+        let subscriptions = Arc::new(AtomicU64::new(0));
         let subscriber = {
-            let (client, events, stop, broker) = (
+            let (client, events, stop, broker, subscriptions) = (
                 client.clone(),
                 events.clone(),
                 Arc::clone(&stop),
                 broker.clone(),
+                Arc::clone(&subscriptions),
             );
             thread::Builder::new()
                 .name("cluster-sub".into())
-                .spawn(move || subscriber::run(&client, &events, &stop, &broker))?
+                .spawn(move || subscriber::run(&client, &events, &stop, &broker, &subscriptions))?
         };
         let heartbeat = {
             let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
@@ -290,6 +294,7 @@ impl Bridge {
                 forgotten,
             }
         };
+        let pub_stats = Arc::clone(&stats);
         let (requests, to_register) = crossbeam_channel::bounded(PUBLISH_QUEUE);
         let (pool, aliases) = crossbeam_channel::bounded(registry::ALIAS_POOL);
         let registry = {
@@ -319,7 +324,16 @@ impl Bridge {
             let stop = Arc::clone(&stop);
             thread::Builder::new()
                 .name("cluster-pub".into())
-                .spawn(move || publisher::run(&client, to_publish, &events, &stop))?
+                .spawn(move || {
+                    publisher::run(
+                        &client,
+                        to_publish,
+                        &events,
+                        &stop,
+                        &pub_stats,
+                        &subscriptions,
+                    )
+                })?
         };
         let bridge = Bridge {
             outgoing,

@@ -52,6 +52,11 @@ impl Redis {
         url(self.port)
     }
 
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// A plain client connection, as any program with access to Redis could open.
     pub fn connect(&self) -> redis::RedisResult<redis::Connection> {
         let mut connection =
