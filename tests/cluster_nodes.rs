@@ -885,3 +885,89 @@ fn garbage_in_the_register_is_skipped() {
     bob.send("/ping done");
     bob.next_is("PONG done");
 }
+
+/// One field of Redis's `INFO <section>` (`total_net_output_bytes`), or of a
+/// `cmdstat_<command>` line there (`calls`).
+fn info_field(raw: &mut redis::Connection, section: &str, line: &str, field: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg(section).query(raw).expect("INFO");
+    info.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(line)?.strip_prefix(':')?;
+            // `total_net_output_bytes:123`, or `cmdstat_evalsha:calls=3,usec=…`.
+            rest.split(',').find_map(|pair| match pair.split_once('=') {
+                Some((key, value)) if key == field => value.parse().ok(),
+                None if field.is_empty() => pair.trim().parse().ok(),
+                _ => None,
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// A history entry longer than any line a node keeps (here 1 MiB, written straight into
+/// Redis) is left out by Redis itself when a joiner's history is read: it never crosses
+/// the network (it used to be read whole, then dropped by the node).
+#[test]
+fn a_huge_history_entry_never_leaves_redis() {
+    let redis = Redis::start();
+    let a = linked_node(&redis, "node-a");
+    let mut alice = Client::named(a.local_addr(), "alice");
+    alice.send("/join den");
+    alice.expect("JOIN den alice");
+    alice.send("hello");
+    alice.expect("MSG den alice hello");
+    let mut raw = redis.connect().expect("a raw Redis client");
+    let huge = format!("1 MSG den mallory {}", "x".repeat(1 << 20));
+    redis::cmd("LPUSH")
+        .arg("underworld-line:history:den")
+        .arg(huge)
+        .query::<()>(&mut raw)
+        .expect("LPUSH");
+    let before = info_field(&mut raw, "stats", "total_net_output_bytes", "");
+
+    let mut bob = Client::named(a.local_addr(), "bob");
+    bob.send("/join den");
+    bob.next_is("JOIN den bob");
+    let hist = bob.line();
+    assert!(hist.ends_with(" MSG den alice hello"), "{hist}");
+    bob.send("/ping done");
+    bob.next_is("PONG done");
+
+    let sent = info_field(&mut raw, "stats", "total_net_output_bytes", "") - before;
+    assert!(sent < 256 * 1024, "Redis sent {sent} bytes for one join");
+}
+
+/// The register's Lua scripts go by their SHA-1 (`EVALSHA`) once Redis has them, not
+/// whole each time; and when Redis has lost them (`SCRIPT FLUSH`), a claim still works
+/// (sent whole once more, with `EVAL`).
+#[test]
+fn scripts_are_sent_by_name_and_survive_a_flush() {
+    let redis = Redis::start();
+    let (a, b) = two_linked_nodes(&redis);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let _bob = Client::named(b.local_addr(), "bob");
+    await_users(
+        &mut alice,
+        &["USER alice lobby", "USER bob lobby", "END users 2"],
+    );
+    let mut raw = redis.connect().expect("a raw Redis client");
+    let by_name = info_field(&mut raw, "commandstats", "cmdstat_evalsha", "calls");
+    let whole = info_field(&mut raw, "commandstats", "cmdstat_eval", "calls");
+    assert!(by_name > 0, "no EVALSHA (EVAL: {whole})");
+    assert!(whole < by_name, "EVAL {whole} times, EVALSHA {by_name}");
+
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query::<()>(&mut raw)
+        .expect("SCRIPT FLUSH");
+    let _carol = Client::named(b.local_addr(), "carol");
+    // Listed by node-a: node-b's claim of `carol` reached the register.
+    await_users(
+        &mut alice,
+        &[
+            "USER alice lobby",
+            "USER bob lobby",
+            "USER carol lobby",
+            "END users 3",
+        ],
+    );
+}

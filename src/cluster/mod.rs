@@ -42,6 +42,7 @@
 //! | `heartbeat.rs` | the `cluster-beat` thread: this node's heartbeat, and nothing else |
 //! | `subscriber.rs` | the `cluster-sub` thread: SUBSCRIBE, parse, hand to the dispatcher |
 //! | `publisher.rs` | the `cluster-pub` thread: PUBLISH what the dispatcher hands it |
+//! | `lua.rs` | Lua scripts sent whole once, then by their SHA-1 (`EVALSHA`) |
 //! | `retry.rs` | back-off between connection attempts, and a log that does not flood |
 //!
 //! The dispatcher's side (which lines go out, what to do with what comes in) is in
@@ -62,6 +63,7 @@ mod announce;
 pub mod direct;
 mod heartbeat;
 pub mod history;
+mod lua;
 pub mod presence;
 mod publisher;
 pub mod registry;

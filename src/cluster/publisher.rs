@@ -203,9 +203,17 @@ fn connect(client: &redis::Client) -> RedisResult<Connection> {
     Ok(connection)
 }
 
-/// Publishes the line, and does its history step in the same `MULTI`/`EXEC` (see
-/// `history.rs`): returns the history read for a `JOIN`.
+/// Publishes the line, and does its history step in the same step (`MULTI`/`EXEC`, or
+/// for a `JOIN` one script: see `history.rs`): returns the history read for a `JOIN`.
 fn publish(connection: &mut Connection, line: &Outgoing) -> RedisResult<Option<Vec<String>>> {
+    if let HistoryOp::Recall { room, keep } = &line.history {
+        let entries = history::publish_and_recall(connection, CHANNEL, &line.payload, room, *keep)?;
+        let entries = entries
+            .into_iter()
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .collect();
+        return Ok(Some(entries));
+    }
     let mut pipe = redis::pipe();
     pipe.atomic()
         .cmd("PUBLISH")
@@ -232,18 +240,7 @@ fn publish(connection: &mut Connection, line: &Outgoing) -> RedisResult<Option<V
             pipe.query::<()>(connection)?;
             Ok(None)
         }
-        HistoryOp::Recall { room, keep } => {
-            pipe.cmd("LRANGE")
-                .arg(history::key(room))
-                .arg(0)
-                .arg((*keep).max(1) - 1);
-            // Bytes, not `String`: one entry that is not UTF-8 must not fail the rest.
-            let (entries,): (Vec<Vec<u8>>,) = pipe.query(connection)?;
-            let entries = entries
-                .into_iter()
-                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-                .collect();
-            Ok(Some(entries))
-        }
+        // Sent above, as one script.
+        HistoryOp::Recall { .. } => Ok(None),
     }
 }
