@@ -89,9 +89,11 @@ impl Announced {
 }
 
 impl DispatcherState {
-    /// How many members `room` has on the other nodes (as of the register's last look).
+    /// How many members `room` has on the other nodes (as of the register's last look)
+    /// who hear this node's lines: none while the link is down (lines stay here).
     pub(super) fn members_elsewhere(&self, room: &str) -> usize {
-        self.cluster.as_ref().map_or(0, |link| {
+        let link = self.cluster.as_ref().filter(|link| link.up);
+        link.map_or(0, |link| {
             link.announced.elsewhere.get(room).copied().unwrap_or(0)
         })
     }
