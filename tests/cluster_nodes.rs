@@ -353,6 +353,61 @@ fn a_join_counts_the_room_on_every_node() {
     );
 }
 
+/// A node declared lost while frozen (SIGSTOP), then back (SIGCONT), in a room too big
+/// to announce (`--announce-max 2`, a lobby of 4 over three nodes, one member on the
+/// survivor): the survivor's user hears neither its user's `LEAVE … node lost` nor
+/// their `JOIN` when it comes back (the survivor used to count its own member only).
+#[test]
+fn a_big_room_hears_no_leave_or_join_when_a_node_is_lost_and_back() {
+    let redis = Redis::start();
+    let mut config = common::test_config();
+    config.announce_max = 2;
+    let survivor = start_node_with(&redis.url(), "survivor", config.clone());
+    let other = start_node_with(&redis.url(), "other", config);
+    await_link(&survivor, true);
+    await_link(&other, true);
+    let sleepy = NodeProcess::start_with(&redis, "sleepy", &["--announce-max", "2"]);
+    let mut dave = Client::named(survivor.local_addr(), "dave");
+    let _bob = Client::named(other.local_addr(), "bob");
+    let _erin = Client::named(other.local_addr(), "erin");
+    let mut carol = Client::named(sleepy.addr, "carol");
+    let everyone = [
+        "USER bob lobby",
+        "USER carol lobby",
+        "USER dave lobby",
+        "USER erin lobby",
+        "END users 4",
+    ];
+    await_users(&mut dave, &everyone);
+
+    sleepy.signal("STOP");
+    // Reaped: the node is no longer registered (its users' LEAVE lines, if any, were
+    // published in the same script). Its expired heartbeat alone would not do: woken
+    // before the clean-up, it would simply beat again.
+    let mut raw = redis.connect().expect("a raw Redis client");
+    common::eventually("sleepy reaped", || {
+        let registered: bool = redis::cmd("SISMEMBER")
+            .arg("underworld-line:nodes")
+            .arg("sleepy")
+            .query(&mut raw)
+            .expect("SISMEMBER");
+        !registered
+    });
+    sleepy.signal("CONT");
+    // Its register thread registers carol again (its first resync with a user), and
+    // logs it once her JOIN is published.
+    sleepy.await_log("1 users registered");
+    dave.send("done");
+    let seen = dave.expect("MSG lobby dave done");
+    assert!(
+        !seen.iter().any(|line| line.contains("carol")),
+        "dave heard of carol in a lobby of 4 (announce-max 2): {seen:?}"
+    );
+    await_users(&mut dave, &everyone);
+    carol.send("/ping still here");
+    carol.expect("PONG still here");
+}
+
 /// `/users`, `/who` and `/rooms` list every node's users, with the usual `END` lines.
 #[test]
 fn lists_show_every_node() {

@@ -180,6 +180,27 @@ impl NodeProcess {
         }
     }
 
+    /// Waits for a line of the node's log (stderr) that contains `fragment`, skipping
+    /// the lines before it.
+    pub fn await_log(&self, fragment: &str) {
+        let start = Instant::now();
+        let mut skipped = std::collections::VecDeque::new();
+        loop {
+            let left = PATIENCE.saturating_sub(start.elapsed());
+            match self.process.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(fragment) => return,
+                Ok(line) => {
+                    // The last few, for the failure message.
+                    if skipped.len() == 20 {
+                        skipped.pop_front();
+                    }
+                    skipped.push_back(line);
+                }
+                Err(_) => panic!("the log never said {fragment:?}; it said {skipped:?}"),
+            }
+        }
+    }
+
     /// Sends `signal` (`STOP`, `CONT`) to the process: `STOP` freezes it whole, its
     /// connections stay open, as a node starved or paused would.
     pub fn signal(&self, signal: &str) {
