@@ -291,8 +291,9 @@ impl Server {
     /// (the truth about them), sorted by nick; the rooms with their sizes across the
     /// cluster, by name. It is what the console's `/users` and `/rooms` list.
     ///
-    /// In cluster mode this waits, on the calling thread, for one read of the register
-    /// (at most about a second, Redis's timeout); the dispatcher hands the request on
+    /// In cluster mode this waits, on the calling thread, for the register thread to
+    /// read the register (a round trip to Redis, once the requests queued before it are
+    /// done; each command gives up after a second); the dispatcher hands the request on
     /// and never waits for it. Not linked, the register unreadable, or not in cluster
     /// mode: the same as [`snapshot`](Self::snapshot).
     pub fn roster(&self) -> Snapshot {

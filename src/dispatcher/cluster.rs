@@ -13,6 +13,9 @@
 //!   lost). Applying a line locally applies every earlier waiting line first, so a
 //!   node's own lines never overtake each other.
 //!
+//! Whether a `JOIN`, `LEAVE` or `NICK` reaches its room (`--announce-max`) is decided
+//! once, by the user's own node, and travels with the line (`announce.rs`).
+//!
 //! Lines from other nodes were parsed strictly by the subscriber thread
 //! (`src/cluster/wire.rs`); here they are checked against the local table: a line that
 //! names a nick held by a local user is dropped, so no node can speak for a local user.
