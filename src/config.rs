@@ -65,6 +65,12 @@ pub struct Config {
     /// under their current nick (what `/who` shows). So whoever gets a `LEAVE` or `NICK`
     /// knows the nick in it. A room that never grows past `announce_max` announces
     /// everyone, and then every member gets every `JOIN`, `LEAVE` and `NICK`.
+    ///
+    /// In cluster mode (feature `redis`) a room is counted on every node (this node's
+    /// members and, as of the register's last look, at most a second old, the other
+    /// nodes'), the user's own node decides for its line and every node obeys, and the
+    /// `LEAVE … node lost` lines of a lost node follow the same rule (see
+    /// `src/dispatcher/announce.rs`).
     pub announce_max: usize,
     /// Stack size of each connection thread. Default 128 KiB: plenty for reading,
     /// framing and logging, and only touched pages cost memory anyway; it mostly decides

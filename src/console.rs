@@ -8,14 +8,17 @@ use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use crate::clock::{format_duration, format_utc};
+use crate::dispatcher::LIST_MAX;
 use crate::server::Server;
 use crate::stats::Stats;
 
 /// The console's `/help`.
 pub const CONSOLE_HELP: &str = "\
 operator commands:
-  /users                 who is online, and where (cluster: on this node)
-  /rooms                 the rooms and their sizes (cluster: on this node)
+  /users                 who is online, and where (cluster: on every node;
+                         the first 200, by nick)
+  /rooms                 the rooms and their sizes (cluster: on every node;
+                         the first 200, by name)
   /w NAME TEXT           a private message from `server` (cluster: on any node)
   /kick NAME [REASON]    disconnect a user (cluster: on any node)
   /time                  the server's clock (UTC)
@@ -67,18 +70,18 @@ pub fn execute(server: &Server, line: &str) -> ConsoleReply {
     let args = args.trim();
     match command.to_ascii_lowercase().as_str() {
         "users" => {
-            let snapshot = server.snapshot();
-            let mut out = format!("{} online", count(snapshot.users.len(), "user", "users"));
-            for user in &snapshot.users {
+            let roster = server.roster();
+            let mut out = format!("{} online", count(roster.users.len(), "user", "users"));
+            for user in roster.users.iter().take(LIST_MAX) {
                 // `{:<16}` pads by chars, and a Hangul syllable is two columns wide.
                 let _ = write!(out, "\n  {} {}", pad_to_columns(&user.nick, 16), user.room);
             }
-            ConsoleReply::say(out)
+            ConsoleReply::say(out + &capped_note(roster.users.len()))
         }
         "rooms" => {
-            let snapshot = server.snapshot();
-            let mut out = count(snapshot.rooms.len(), "room", "rooms");
-            for room in &snapshot.rooms {
+            let roster = server.roster();
+            let mut out = count(roster.rooms.len(), "room", "rooms");
+            for room in roster.rooms.iter().take(LIST_MAX) {
                 let _ = write!(
                     out,
                     "\n  {} {}",
@@ -86,7 +89,7 @@ pub fn execute(server: &Server, line: &str) -> ConsoleReply {
                     room.members
                 );
             }
-            ConsoleReply::say(out)
+            ConsoleReply::say(out + &capped_note(roster.rooms.len()))
         }
         "w" | "msg" => match args.split_once(char::is_whitespace) {
             Some((nick, text)) => match server.whisper(nick, text.trim()) {
@@ -144,16 +147,20 @@ pub fn stats_text(server: &Server) -> String {
     );
     #[cfg(feature = "redis")]
     if let Some(cluster) = server.cluster() {
-        let link = if stats
-            .cluster_linked
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            format!("linked to {}", cluster.broker())
-        } else {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Linked means this node's lines go through Redis: subscribed, and publishing.
+        let link = if !stats.cluster_linked.load(Relaxed) {
             format!(
                 "not linked: {} unreachable, chat stays local",
                 cluster.broker()
             )
+        } else if stats.cluster_publish_failing.load(Relaxed) {
+            format!(
+                "not linked: publishing to {} fails or times out, chat stays local",
+                cluster.broker()
+            )
+        } else {
+            format!("linked to {}", cluster.broker())
         };
         text.push_str(&format!("\ncluster: node {}, {link}", cluster.node));
         let nodes = stats.cluster_nodes.lock().clone();
@@ -181,6 +188,18 @@ fn listen_overflows_line(server: &Server) -> String {
              they arrived faster than they were accepted; system-wide counter)"
         ),
         None => "listen queue overflows since start: unknown on this system".to_string(),
+    }
+}
+
+/// The last line of a list longer than [`LIST_MAX`], as a user's `END` line says it
+/// (`showing the first 200`); nothing for a shorter one. The first line already gives
+/// the true count. Capped like the users' lists because a cluster may hold far more
+/// users than a terminal can usefully scroll through.
+fn capped_note(total: usize) -> String {
+    if total > LIST_MAX {
+        format!("\n  (showing the first {LIST_MAX})")
+    } else {
+        String::new()
     }
 }
 
@@ -221,6 +240,12 @@ mod tests {
         assert_eq!(pad_to_columns("밤손님", 8), "밤손님  ");
         assert_eq!(pad_to_columns("bob", 5), "bob  ");
         assert_eq!(pad_to_columns("toolongname", 4), "toolongname");
+    }
+
+    #[test]
+    fn only_a_capped_list_says_so() {
+        assert_eq!(capped_note(LIST_MAX), "");
+        assert_eq!(capped_note(LIST_MAX + 1), "\n  (showing the first 200)");
     }
 
     #[test]

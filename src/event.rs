@@ -193,6 +193,15 @@ pub enum OperatorRequest {
     },
     /// Receive a [`ChatEvent`] for everything that happens from now on.
     Subscribe(Sender<ChatEvent>),
+    /// Cluster mode (feature `redis`): every live node's users, read from the register
+    /// by the `cluster-reg` thread, which answers `done` itself (the dispatcher only
+    /// hands the request on, and never waits for Redis). `None`: not linked, or the
+    /// register could not be read. [`Server::roster`](crate::Server::roster) asks it.
+    #[cfg(feature = "redis")]
+    Roster {
+        /// Where the answer goes.
+        done: Sender<Option<crate::cluster::roster::Nodes>>,
+    },
 }
 
 /// Why an operator request failed.

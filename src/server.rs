@@ -253,7 +253,12 @@ impl Server {
     }
 
     /// A stream of everything that happens from now on: joins, leaves, nick changes,
-    /// messages (not private messages). Events are dropped for this receiver if it
+    /// messages (not private messages).
+    ///
+    /// In cluster mode (feature `redis`) these are this node's events: what its own
+    /// users do, and nothing of the other nodes' users, even in rooms they share (a
+    /// remote user's message, join or leave is delivered to this node's users but not
+    /// reported here). Run an observer on each node to see the whole cluster. Events are dropped for this receiver if it
     /// falls more than 4,096 behind, so a slow observer never slows the chat; the
     /// count of dropped events is in [`Stats::observer_drops`].
     ///
@@ -270,9 +275,44 @@ impl Server {
         events
     }
 
-    /// A copy of who is online and in which room (a short look at the user table).
+    /// A copy of who is online **on this node** and in which room (a short look at the
+    /// user table; it never waits on the network).
+    ///
+    /// In cluster mode (feature `redis`) this is this node's view only: the users of
+    /// the other nodes are not in it, and the room sizes count this node's members.
+    /// For every node's users, as the console's `/users` and `/rooms` show them, use
+    /// [`roster`](Self::roster).
     pub fn snapshot(&self) -> Snapshot {
         self.inner.table.lock().snapshot()
+    }
+
+    /// Who is online and where, on **every node** of the cluster: each live node's
+    /// users as the register in Redis holds them, and this node's own from its table
+    /// (the truth about them), sorted by nick; the rooms with their sizes across the
+    /// cluster, by name. It is what the console's `/users` and `/rooms` list.
+    ///
+    /// In cluster mode this waits, on the calling thread, for the register thread to
+    /// read the register (a round trip to Redis, once the requests queued before it are
+    /// done; each command gives up after a second); the dispatcher hands the request on
+    /// and never waits for it. Not linked, the register unreadable, or not in cluster
+    /// mode: the same as [`snapshot`](Self::snapshot).
+    pub fn roster(&self) -> Snapshot {
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = self.cluster() {
+            let (done, answer) = crossbeam_channel::bounded(1);
+            let asked = self
+                .inner
+                .events
+                .send(Event::Operator(OperatorRequest::Roster { done }));
+            // A dropped `done` (the node stopping) counts as "could not be read".
+            let nodes = asked.ok().and_then(|()| answer.recv().ok().flatten());
+            if let Some(nodes) = nodes {
+                // Taken after the answer: this node's users as they are now.
+                let local = self.snapshot();
+                return crate::cluster::roster::snapshot(&cluster.node, nodes, local);
+            }
+        }
+        self.snapshot()
     }
 
     /// Running totals (connections, messages, deliveries…).

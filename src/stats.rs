@@ -33,6 +33,12 @@ pub struct Stats {
     /// rooms span nodes (false: Redis unreachable, chat stays local to this node).
     #[cfg(feature = "redis")]
     pub cluster_linked: std::sync::atomic::AtomicBool,
+    /// Cluster mode: whether the publisher's last attempt failed (Redis timed out, or
+    /// could not be reached for publishing). Until a publish succeeds again, this
+    /// node's lines are delivered on this node only, even while it stays subscribed
+    /// ([`cluster_linked`](Self::cluster_linked)), so `/stats` says it is not linked.
+    #[cfg(feature = "redis")]
+    pub cluster_publish_failing: std::sync::atomic::AtomicBool,
     /// Cluster mode: the live nodes and how many users each has registered, by name, as
     /// the register thread last counted them (every second while Redis answers; empty
     /// before the first count). A lock, not atomics: a list of names; the register

@@ -377,11 +377,14 @@ fn a_nick_is_freed_only_after_the_line_that_gives_it_up() {
     alice.expect_bye();
     bob.expect_prefix("LEAVE lobby alicia ");
 
-    // The release script, as MONITOR shows it (its one `HDEL` of `KEYS[2]`), for
-    // `nick` (its last argument is the nick's look).
+    // The release script, as MONITOR shows what it runs (scripts go by their SHA-1, so
+    // their text is not shown): its `HDEL` of `nick` (its look) from node-a's users.
     let release_of = |l: &str, nick: &str| {
-        l.contains("redis.call('HDEL', KEYS[2], ARGV[2])")
-            && l.ends_with(&format!("\"node-a\" \"{}\"", nick_key(nick)))
+        l.contains("[0 lua]")
+            && l.ends_with(&format!(
+                "\"HDEL\" \"underworld-line:users:node-a\" \"{}\"",
+                nick_key(nick)
+            ))
     };
     let mut seen: Vec<String> = Vec::new();
     let start = Instant::now();
@@ -407,5 +410,74 @@ fn a_nick_is_freed_only_after_the_line_that_gives_it_up() {
     assert!(
         left < freed_alicia,
         "alicia freed before her LEAVE line: {seen:?}"
+    );
+}
+
+/// The line `/stats` prints about the link, when it says the node is linked.
+fn linked_line(node: &str, redis: &Redis) -> String {
+    format!("cluster: node {node}, linked to {}", redis.url())
+}
+
+/// While Redis takes no publish (paused for writes: the subscriber stays linked), a
+/// line is delivered on its own node after the publish times out, and `/stats` says so
+/// (it used to say "linked"); once Redis takes publishes again, it says linked again.
+#[test]
+fn stats_say_not_linked_while_publishing_fails() {
+    let redis = Redis::start();
+    let a = linked_node(&redis, "node-a");
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let mut raw = redis.connect().expect("a raw Redis client");
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2500)
+        .arg("WRITE")
+        .query::<()>(&mut raw)
+        .expect("CLIENT PAUSE");
+    alice.send("kept here");
+    // Given back after the publish timed out, and delivered here.
+    alice.expect("MSG lobby alice kept here");
+    let stats = stats_text(&a);
+    assert!(linked(&a), "the subscriber is still linked");
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.starts_with("cluster: node node-a, not linked: publishing to")),
+        "{stats}"
+    );
+    common::eventually("linked again once Redis takes publishes", || {
+        stats_text(&a)
+            .lines()
+            .any(|l| l == linked_line("node-a", &redis))
+    });
+    alice.send("through redis");
+    alice.expect("MSG lobby alice through redis");
+}
+
+/// A publish whose answer is lost (Redis ran it, then the connection broke) is not
+/// tried again: the line is delivered on its own node, and the other nodes get it once
+/// (a retry used to publish it twice).
+#[test]
+fn a_line_is_published_at_most_once_when_its_answer_is_lost() {
+    let redis = Redis::start();
+    let cutter = common::cutter::Cutter::start(redis.port(), b"lost-answer");
+    let a = start_node(&url(cutter.port), "node-a");
+    await_link(&a, true);
+    let b = linked_node(&redis, "node-b");
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let mut bob = Client::named(b.local_addr(), "bob");
+    cutter.arm();
+    alice.send("lost-answer");
+    alice.expect("MSG lobby alice lost-answer");
+    bob.expect("MSG lobby alice lost-answer");
+    common::eventually("node-a publishes again", || {
+        stats_text(&a)
+            .lines()
+            .any(|l| l == format!("cluster: node node-a, linked to {}", url(cutter.port)))
+    });
+    alice.send("after");
+    let between = bob.expect("MSG lobby alice after");
+    assert!(
+        !between.iter().any(|l| l.contains("lost-answer")),
+        "bob got the line twice: {between:?}"
     );
 }

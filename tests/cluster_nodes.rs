@@ -13,9 +13,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use common::broker::{await_link, linked_node, start_node, two_linked_nodes, NodeProcess, Redis};
+use common::broker::{
+    await_link, linked_node, start_node, start_node_with, two_linked_nodes, NodeProcess, Redis,
+};
 use common::{Client, PATIENCE};
 use underworld_line::cluster::registry::ALIAS_POOL;
+use underworld_line::console::execute;
 
 /// A list's lines (`/users`, `/who`, `/rooms`), up to and with its `END` line.
 fn list(client: &mut Client, command: &str) -> Vec<String> {
@@ -251,6 +254,160 @@ fn first_of_prefix(client: &mut Client, exact: &str, prefix: &str) -> bool {
     }
 }
 
+/// `--announce-max` counts a room on every node: when a node dies, its users' `LEAVE …
+/// node lost` lines reach a room only if the room, counted across the cluster, is small
+/// enough, and only for users the room heard join. Here (`--announce-max 2`) the lobby
+/// has 5 members over three nodes, only one of them on node-a: node-a's alice must not
+/// hear the dead node's erin leave (node-a used to count its own members only, 1). The
+/// den (watcher on node-a, fred on the dead node) is small: watcher hears fred leave.
+#[test]
+fn node_lost_leaves_follow_the_cluster_wide_announce_rule() {
+    let redis = Redis::start();
+    let mut config = common::test_config();
+    config.announce_max = 2;
+    let a = start_node_with(&redis.url(), "node-a", config.clone());
+    let b = start_node_with(&redis.url(), "node-b", config);
+    await_link(&a, true);
+    await_link(&b, true);
+    let mut doomed = NodeProcess::start_with(&redis, "doomed", &["--announce-max", "2"]);
+
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let mut watcher = Client::named(a.local_addr(), "watcher");
+    watcher.send("/join den");
+    watcher.expect("JOIN den watcher");
+    let _b_users: Vec<Client> = ["bob", "carol", "dave"]
+        .iter()
+        .map(|nick| Client::named(b.local_addr(), nick))
+        .collect();
+    let mut fred = Client::named(doomed.addr, "fred");
+    fred.send("/join den");
+    fred.expect("JOIN den fred");
+    // Two in the den, counted on any node: fred's JOIN is announced to it.
+    watcher.expect("JOIN den fred");
+    let _erin = Client::named(doomed.addr, "erin");
+    await_users(
+        &mut alice,
+        &[
+            "USER alice lobby",
+            "USER bob lobby",
+            "USER carol lobby",
+            "USER dave lobby",
+            "USER erin lobby",
+            "USER fred den",
+            "USER watcher den",
+            "END users 7",
+        ],
+    );
+
+    doomed.kill();
+    // The lost node's lines (fred's, erin's) are published together, by one script.
+    watcher.expect("LEAVE den fred node lost");
+    // Alice's own line, through Redis after both, closes the window: whatever erin's
+    // line brought her came before it.
+    alice.send("done");
+    let seen = alice.expect("MSG lobby alice done");
+    assert!(
+        !seen.iter().any(|line| line.starts_with("LEAVE ")),
+        "alice heard a leave in a lobby of 5 (announce-max 2): {seen:?}"
+    );
+}
+
+/// `--announce-max` counts a room on every node when a user joins: with
+/// `--announce-max 2`, a lobby of alice (node-a) and bob and carol (node-b) has 3
+/// members once dave joins on node-a, so alice does not hear his `JOIN` (node-a used
+/// to count its own 2). Bob's and carol's rooms are known to node-a once alice's
+/// `/users` lists them (the register's answer refreshes node-a's count of every room).
+#[test]
+fn a_join_counts_the_room_on_every_node() {
+    let redis = Redis::start();
+    let mut config = common::test_config();
+    config.announce_max = 2;
+    let a = start_node_with(&redis.url(), "node-a", config.clone());
+    let b = start_node_with(&redis.url(), "node-b", config);
+    await_link(&a, true);
+    await_link(&b, true);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let _bob = Client::named(b.local_addr(), "bob");
+    let _carol = Client::named(b.local_addr(), "carol");
+    await_users(
+        &mut alice,
+        &[
+            "USER alice lobby",
+            "USER bob lobby",
+            "USER carol lobby",
+            "END users 3",
+        ],
+    );
+    let mut dave = Client::connect(a.local_addr());
+    let alias = dave.nick.clone();
+    // Dave learns of his own arrival (read by `connect`) and rename, as always.
+    dave.send("/nick dave");
+    dave.expect(&format!("NICK {alias} dave"));
+    alice.send("done");
+    let seen = alice.expect("MSG lobby alice done");
+    assert!(
+        !seen
+            .iter()
+            .any(|line| line.contains(&alias) || line.contains(" dave")),
+        "alice heard of dave in a lobby of 4 (announce-max 2): {seen:?}"
+    );
+}
+
+/// A node declared lost while frozen (SIGSTOP), then back (SIGCONT), in a room too big
+/// to announce (`--announce-max 2`, a lobby of 4 over three nodes, one member on the
+/// survivor): the survivor's user hears neither its user's `LEAVE … node lost` nor
+/// their `JOIN` when it comes back (the survivor used to count its own member only).
+#[test]
+fn a_big_room_hears_no_leave_or_join_when_a_node_is_lost_and_back() {
+    let redis = Redis::start();
+    let mut config = common::test_config();
+    config.announce_max = 2;
+    let survivor = start_node_with(&redis.url(), "survivor", config.clone());
+    let other = start_node_with(&redis.url(), "other", config);
+    await_link(&survivor, true);
+    await_link(&other, true);
+    let sleepy = NodeProcess::start_with(&redis, "sleepy", &["--announce-max", "2"]);
+    let mut dave = Client::named(survivor.local_addr(), "dave");
+    let _bob = Client::named(other.local_addr(), "bob");
+    let _erin = Client::named(other.local_addr(), "erin");
+    let mut carol = Client::named(sleepy.addr, "carol");
+    let everyone = [
+        "USER bob lobby",
+        "USER carol lobby",
+        "USER dave lobby",
+        "USER erin lobby",
+        "END users 4",
+    ];
+    await_users(&mut dave, &everyone);
+
+    sleepy.signal("STOP");
+    // Reaped: the node is no longer registered (its users' LEAVE lines, if any, were
+    // published in the same script). Its expired heartbeat alone would not do: woken
+    // before the clean-up, it would simply beat again.
+    let mut raw = redis.connect().expect("a raw Redis client");
+    common::eventually("sleepy reaped", || {
+        let registered: bool = redis::cmd("SISMEMBER")
+            .arg("underworld-line:nodes")
+            .arg("sleepy")
+            .query(&mut raw)
+            .expect("SISMEMBER");
+        !registered
+    });
+    sleepy.signal("CONT");
+    // Its register thread registers carol again (its first resync with a user), and
+    // logs it once her JOIN is published.
+    sleepy.await_log("1 users registered");
+    dave.send("done");
+    let seen = dave.expect("MSG lobby dave done");
+    assert!(
+        !seen.iter().any(|line| line.contains("carol")),
+        "dave heard of carol in a lobby of 4 (announce-max 2): {seen:?}"
+    );
+    await_users(&mut dave, &everyone);
+    carol.send("/ping still here");
+    carol.expect("PONG still here");
+}
+
 /// `/users`, `/who` and `/rooms` list every node's users, with the usual `END` lines.
 #[test]
 fn lists_show_every_node() {
@@ -440,6 +597,104 @@ fn the_console_reaches_every_node() {
     alice.expect("LEAVE lobby bob kicked: enough");
     // Gone from the register a moment after his BYE.
     common::eventually("bob unknown to /kick", || a.kick("bob", "again").is_err());
+}
+
+/// The console's `/users` and `/rooms` list every node's users (issue: they used to be
+/// this node's only), capped like a user's lists, through the in-process console and
+/// through the binary's stdin; while Redis is unreachable, this node's only.
+#[test]
+fn the_console_lists_every_node() {
+    // The console's rows: the nick padded to 16 columns, the room name to 24.
+    let user = |nick: &str, room: &str| format!("  {nick:<16} {room}");
+    let room = |name: &str, members: usize| format!("  {name:<24} {members}");
+    let mut redis = Redis::start();
+    let (a, b) = two_linked_nodes(&redis);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    alice.send("/join den");
+    alice.expect("JOIN den alice");
+    let mut bob = Client::named(b.local_addr(), "bob");
+    bob.send("/join den");
+    bob.expect("JOIN den bob");
+    let _carol = Client::named(b.local_addr(), "carol");
+    // The register is written by another thread a moment after the chat: wait until a
+    // user's list shows everyone, then the console must agree at once.
+    await_users(
+        &mut alice,
+        &[
+            "USER alice den",
+            "USER bob den",
+            "USER carol lobby",
+            "END users 3",
+        ],
+    );
+    assert_eq!(
+        execute(&a, "/users").output,
+        [
+            "3 users online",
+            &user("alice", "den"),
+            &user("bob", "den"),
+            &user("carol", "lobby")
+        ]
+        .join("\n")
+    );
+    assert_eq!(
+        execute(&a, "/rooms").output,
+        ["2 rooms", &room("den", 2), &room("lobby", 1)].join("\n")
+    );
+    // This node's own view stays this node's (documented on `Server::snapshot`).
+    assert_eq!(a.snapshot().users.len(), 1);
+
+    // The binary's console, on a third node, lists the other nodes' users too.
+    let mut c = NodeProcess::start(&redis, "node-c");
+    c.await_console_line("/users", &user("bob", "den"));
+
+    // A live node with 250 users (written straight into the register): the console
+    // shows the true count and the first 200, and says so, as a user's `END` line does.
+    let mut raw = redis.connect().expect("a raw Redis client");
+    let mut users = redis::cmd("HSET");
+    users.arg("underworld-line:users:fake");
+    for i in 0..250 {
+        users
+            .arg(format!("many{i:03}"))
+            .arg(format!("many{i:03} hall"));
+    }
+    redis::pipe()
+        .cmd("SADD")
+        .arg("underworld-line:nodes")
+        .arg("fake")
+        .cmd("SET")
+        .arg("underworld-line:alive:fake")
+        .arg(1)
+        .add_command(users)
+        .query::<()>(&mut raw)
+        .expect("a fake node");
+    let listed = execute(&a, "/users").output;
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines[0], "253 users online");
+    assert_eq!(lines.len(), 1 + 200 + 1, "{listed}");
+    assert_eq!(lines[1], user("alice", "den"));
+    // alice, bob, carol, then many000…: the 200th listed is many196.
+    assert_eq!(lines[200], user("many196", "hall"));
+    assert_eq!(lines[201], "  (showing the first 200)");
+    assert_eq!(
+        execute(&a, "/rooms").output,
+        [
+            "3 rooms",
+            &room("den", 2),
+            &room("hall", 250),
+            &room("lobby", 1)
+        ]
+        .join("\n")
+    );
+
+    // Redis gone: this node's users only, at once (no wait for a register that is down).
+    drop(c);
+    redis.stop();
+    await_link(&a, false);
+    assert_eq!(
+        execute(&a, "/users").output,
+        ["1 user online", &user("alice", "den")].join("\n")
+    );
 }
 
 /// The load generator spreads its clients over the nodes of a cluster (`--addr`
@@ -684,4 +939,90 @@ fn garbage_in_the_register_is_skipped() {
     assert!(second.ends_with(" MSG den evil [31mred"), "{second}");
     bob.send("/ping done");
     bob.next_is("PONG done");
+}
+
+/// One field of Redis's `INFO <section>` (`total_net_output_bytes`), or of a
+/// `cmdstat_<command>` line there (`calls`).
+fn info_field(raw: &mut redis::Connection, section: &str, line: &str, field: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg(section).query(raw).expect("INFO");
+    info.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(line)?.strip_prefix(':')?;
+            // `total_net_output_bytes:123`, or `cmdstat_evalsha:calls=3,usec=…`.
+            rest.split(',').find_map(|pair| match pair.split_once('=') {
+                Some((key, value)) if key == field => value.parse().ok(),
+                None if field.is_empty() => pair.trim().parse().ok(),
+                _ => None,
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// A history entry longer than any line a node keeps (here 1 MiB, written straight into
+/// Redis) is left out by Redis itself when a joiner's history is read: it never crosses
+/// the network (it used to be read whole, then dropped by the node).
+#[test]
+fn a_huge_history_entry_never_leaves_redis() {
+    let redis = Redis::start();
+    let a = linked_node(&redis, "node-a");
+    let mut alice = Client::named(a.local_addr(), "alice");
+    alice.send("/join den");
+    alice.expect("JOIN den alice");
+    alice.send("hello");
+    alice.expect("MSG den alice hello");
+    let mut raw = redis.connect().expect("a raw Redis client");
+    let huge = format!("1 MSG den mallory {}", "x".repeat(1 << 20));
+    redis::cmd("LPUSH")
+        .arg("underworld-line:history:den")
+        .arg(huge)
+        .query::<()>(&mut raw)
+        .expect("LPUSH");
+    let before = info_field(&mut raw, "stats", "total_net_output_bytes", "");
+
+    let mut bob = Client::named(a.local_addr(), "bob");
+    bob.send("/join den");
+    bob.next_is("JOIN den bob");
+    let hist = bob.line();
+    assert!(hist.ends_with(" MSG den alice hello"), "{hist}");
+    bob.send("/ping done");
+    bob.next_is("PONG done");
+
+    let sent = info_field(&mut raw, "stats", "total_net_output_bytes", "") - before;
+    assert!(sent < 256 * 1024, "Redis sent {sent} bytes for one join");
+}
+
+/// The register's Lua scripts go by their SHA-1 (`EVALSHA`) once Redis has them, not
+/// whole each time; and when Redis has lost them (`SCRIPT FLUSH`), a claim still works
+/// (sent whole once more, with `EVAL`).
+#[test]
+fn scripts_are_sent_by_name_and_survive_a_flush() {
+    let redis = Redis::start();
+    let (a, b) = two_linked_nodes(&redis);
+    let mut alice = Client::named(a.local_addr(), "alice");
+    let _bob = Client::named(b.local_addr(), "bob");
+    await_users(
+        &mut alice,
+        &["USER alice lobby", "USER bob lobby", "END users 2"],
+    );
+    let mut raw = redis.connect().expect("a raw Redis client");
+    let by_name = info_field(&mut raw, "commandstats", "cmdstat_evalsha", "calls");
+    let whole = info_field(&mut raw, "commandstats", "cmdstat_eval", "calls");
+    assert!(by_name > 0, "no EVALSHA (EVAL: {whole})");
+    assert!(whole < by_name, "EVAL {whole} times, EVALSHA {by_name}");
+
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query::<()>(&mut raw)
+        .expect("SCRIPT FLUSH");
+    let _carol = Client::named(b.local_addr(), "carol");
+    // Listed by node-a: node-b's claim of `carol` reached the register.
+    await_users(
+        &mut alice,
+        &[
+            "USER alice lobby",
+            "USER bob lobby",
+            "USER carol lobby",
+            "END users 3",
+        ],
+    );
 }

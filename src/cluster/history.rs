@@ -5,9 +5,12 @@
 //! - A `MSG` or `ME` line is published together with `LPUSH` + `LTRIM` of its room's
 //!   list, in one `MULTI`/`EXEC`: written once, by the node that said it, and the list's
 //!   order is the channel's order.
-//! - A `JOIN` is published together with `LRANGE` of the list, in one `MULTI`/`EXEC`:
-//!   what it returns is every message published before the `JOIN`, and nothing after
-//!   it (those the joiner hears live).
+//! - A `JOIN` is published together with the read of the list, in one Lua script
+//!   ([`RECALL`], which Redis runs whole): what it returns is every message published
+//!   before the `JOIN`, and nothing after it (those the joiner hears live). The script
+//!   leaves out, on Redis's side, any entry longer than [`MAX_MESSAGE_BYTES`]: nothing
+//!   this node would keep, and a huge entry (written there by anyone with access to
+//!   Redis) never crosses the network.
 //!
 //! A list lives [`HISTORY_TTL`] after its last message (Redis keeps it in memory only,
 //! as configured for the cluster). Entries are `<unix seconds> <MSG or ME line>`, and
@@ -15,7 +18,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::wire::{is_valid_nick, MAGIC};
+use redis::{Connection, RedisResult};
+
+use super::wire::{is_valid_nick, MAGIC, MAX_MESSAGE_BYTES};
 use crate::text::sanitize_text;
 
 /// How long a room's history outlives its last message.
@@ -44,6 +49,43 @@ pub enum HistoryOp {
     },
 }
 
+/// Publishes a `JOIN` and reads its room's history, in one step. KEYS: the room's
+/// list. ARGV: the channel, the message, how many entries, the longest entry returned
+/// (bytes). Returns the entries, newest first, without the longer ones; none if the
+/// key is not a list (written there by someone else: the join goes on).
+pub const RECALL: &str = "
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+local entries = redis.pcall('LRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+if type(entries) ~= 'table' or entries.err then
+  return {}
+end
+local kept = {}
+for _, entry in ipairs(entries) do
+  if #entry <= tonumber(ARGV[4]) then
+    kept[#kept + 1] = entry
+  end
+end
+return kept
+";
+
+/// Publishes `payload` (a `JOIN` for `room`) on `channel` and reads the room's last
+/// `keep` entries, in one step ([`RECALL`]); as bytes, so that one entry that is not
+/// UTF-8 does not fail the rest.
+pub(super) fn publish_and_recall(
+    con: &mut Connection,
+    channel: &str,
+    payload: &str,
+    room: &str,
+    keep: usize,
+) -> RedisResult<Vec<Vec<u8>>> {
+    super::lua::call(RECALL, &[&key(room)])
+        .arg(channel)
+        .arg(payload)
+        .arg(keep.max(1))
+        .arg(MAX_MESSAGE_BYTES)
+        .query(con)
+}
+
 /// The Redis list of a room's history.
 pub fn key(room: &str) -> String {
     format!("underworld-line:history:{room}")
@@ -58,7 +100,8 @@ pub fn entry(time: SystemTime, line: &str) -> String {
 /// An entry read back, if it is well-formed and about `room`: its time and its line,
 /// with the nick checked and the text stripped as any remote line is.
 pub fn parse_entry(entry: &str, room: &str) -> Option<(SystemTime, String)> {
-    if entry.len() > super::wire::MAX_MESSAGE_BYTES || entry.starts_with(MAGIC) {
+    // Longer ones are left out by Redis already (`RECALL`); checked again all the same.
+    if entry.len() > MAX_MESSAGE_BYTES || entry.starts_with(MAGIC) {
         return None;
     }
     let mut fields = entry.splitn(5, ' ');

@@ -37,16 +37,19 @@
 //! | [`history`] | room history in Redis, written and read with the room lines |
 //! | [`presence`] | the register in Redis: nicks, users, heartbeats (keys and scripts) |
 //! | `registry.rs` | the `cluster-reg` thread: claims, lost nodes, list queries |
+//! | `announce.rs` | `--announce-max` for the lines `cluster-reg` publishes (lost nodes) |
+//! | [`roster`] | the lists of every node's users, merged with this node's own table |
 //! | `heartbeat.rs` | the `cluster-beat` thread: this node's heartbeat, and nothing else |
 //! | `subscriber.rs` | the `cluster-sub` thread: SUBSCRIBE, parse, hand to the dispatcher |
 //! | `publisher.rs` | the `cluster-pub` thread: PUBLISH what the dispatcher hands it |
+//! | `lua.rs` | Lua scripts sent whole once, then by their SHA-1 (`EVALSHA`) |
 //! | `retry.rs` | back-off between connection attempts, and a log that does not flood |
 //!
 //! The dispatcher's side (which lines go out, what to do with what comes in) is in
 //! `src/dispatcher/cluster.rs`.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -56,13 +59,16 @@ use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 use crate::event::{ClientId, Event};
 use crate::stats::Stats;
 
+mod announce;
 pub mod direct;
 mod heartbeat;
 pub mod history;
+mod lua;
 pub mod presence;
 mod publisher;
 pub mod registry;
 mod retry;
+pub mod roster;
 mod subscriber;
 pub mod wire;
 
@@ -203,6 +209,11 @@ pub enum ClusterEvent {
         /// Each live node and its users.
         nodes: Option<Vec<(String, Vec<Entry>)>>,
     },
+    /// How many users each room has on the other live nodes, by room, as the register
+    /// held them at the last look (once a [`registry::BEAT`], sent when it changed): the
+    /// dispatcher adds its own members to count a room across the cluster for the
+    /// `--announce-max` rule.
+    RoomSizes(std::collections::HashMap<String, usize>),
 }
 
 /// A list command answered from the whole cluster.
@@ -241,11 +252,14 @@ pub(crate) struct Bridge {
 
 impl Bridge {
     /// Starts `cluster-sub`, `cluster-pub`, `cluster-reg` and `cluster-beat` for
-    /// `config`; they send to `events`.
+    /// `config`; they send to `events`. `announce_max` is
+    /// [`Config::announce_max`](crate::Config::announce_max), for the lines the
+    /// register thread publishes.
     pub(crate) fn start(
         config: &ClusterConfig,
         events: Sender<Event>,
         stats: Arc<Stats>,
+        announce_max: usize,
     ) -> io::Result<(Bridge, Vec<JoinHandle<()>>)> {
         let client = redis::Client::open(config.redis_url.as_str())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--redis: {e}")))?;
@@ -253,16 +267,20 @@ impl Bridge {
         let (outgoing, to_publish) = crossbeam_channel::bounded(PUBLISH_QUEUE);
         let broker = config.broker();
         log::info!("cluster: node {} via {broker}", config.node);
+        // How many times cluster-sub subscribed: each time, Redis may have restarted
+        // under cluster-pub's idle connection (see publisher.rs).
+        let subscriptions = Arc::new(AtomicU64::new(0));
         let subscriber = {
-            let (client, events, stop, broker) = (
+            let (client, events, stop, broker, subscriptions) = (
                 client.clone(),
                 events.clone(),
                 Arc::clone(&stop),
                 broker.clone(),
+                Arc::clone(&subscriptions),
             );
             thread::Builder::new()
                 .name("cluster-sub".into())
-                .spawn(move || subscriber::run(&client, &events, &stop, &broker))?
+                .spawn(move || subscriber::run(&client, &events, &stop, &broker, &subscriptions))?
         };
         let heartbeat = {
             let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
@@ -278,6 +296,7 @@ impl Bridge {
                 forgotten,
             }
         };
+        let pub_stats = Arc::clone(&stats);
         let (requests, to_register) = crossbeam_channel::bounded(PUBLISH_QUEUE);
         let (pool, aliases) = crossbeam_channel::bounded(registry::ALIAS_POOL);
         let registry = {
@@ -299,6 +318,7 @@ impl Bridge {
                         &stop,
                         &stats,
                         heartbeat,
+                        announce_max,
                     )
                 })?
         };
@@ -306,7 +326,16 @@ impl Bridge {
             let stop = Arc::clone(&stop);
             thread::Builder::new()
                 .name("cluster-pub".into())
-                .spawn(move || publisher::run(&client, to_publish, &events, &stop))?
+                .spawn(move || {
+                    publisher::run(
+                        &client,
+                        to_publish,
+                        &events,
+                        &stop,
+                        &pub_stats,
+                        &subscriptions,
+                    )
+                })?
         };
         let bridge = Bridge {
             outgoing,

@@ -189,10 +189,9 @@ end
 return {old, lost}
 ";
 
-fn eval(script: &str, keys: &[&str]) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(script).arg(keys.len()).arg(keys);
-    cmd
+/// A call of one of the scripts above, by its SHA-1 once Redis has it (`lua.rs`).
+fn eval(script: &'static str, keys: &[&str]) -> super::lua::Call {
+    super::lua::call(script, keys)
 }
 
 /// Claims `nick` for a user of `node`: true if it is theirs now.

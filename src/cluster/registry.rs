@@ -5,8 +5,12 @@
 //! - **requests** from the dispatcher, in the order it sent them: claim a nick (the
 //!   answer comes back as [`ClusterEvent::Claimed`]), free one, move a user, re-register
 //!   everyone; find the node of a nick for a whisper or a kick and send it there; read
-//!   every node's users for `/users`, `/who`, `/rooms`;
-//! - **a look around**, every [`BEAT`]: the count of live nodes for `/stats`;
+//!   every node's users for `/users`, `/who`, `/rooms` (a user's, or the console's);
+//! - **a look around**, every [`BEAT`]: the count of live nodes for `/stats`, and each
+//!   room's members on the other nodes for `--announce-max` (one read of every live
+//!   node's users: the same read as a user's `/users`; if that is ever measured to cost
+//!   too much at tens of thousands of users, per-node room counts kept in the register
+//!   would make it a read of a few fields);
 //! - **aliases reserved ahead**, [`ALIAS_POOL`] of them, so that a new user's alias is
 //!   theirs across the cluster from their first line;
 //! - **finding lost nodes**, at each beat: a registered node whose heartbeat has stopped
@@ -28,6 +32,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::{Connection, RedisResult};
 
+use super::announce::Audience;
 use super::direct::{self, Direct};
 use super::presence::{self, Entry};
 use super::retry::Backoff;
@@ -106,6 +111,13 @@ pub(crate) enum Request {
         /// What they asked for (`/users`, `/who`, `/rooms`), handed back with the answer.
         list: super::List,
     },
+    /// Who is online on every live node, for the operator console or a host program
+    /// ([`Server::roster`](crate::Server::roster)), waiting on its own thread: the
+    /// answer goes straight to it, never through the dispatcher.
+    OperatorRoster {
+        /// Where the answer goes: `None` if the register could not be read.
+        done: Sender<Option<super::roster::Nodes>>,
+    },
 }
 
 /// Who waits for the answer to a whisper.
@@ -146,6 +158,10 @@ struct Registry<'a> {
     /// When the pool may next be refilled, after a refill found every candidate taken
     /// (the alias space is nearly full): once a beat, not after every request.
     refill_after: Option<Instant>,
+    /// `--announce-max`, for the lines this thread publishes (`announce.rs`).
+    announce_max: usize,
+    /// The other nodes' room sizes as last sent to the dispatcher.
+    room_sizes: HashMap<String, usize>,
 }
 
 /// The `cluster-beat` thread, as `cluster-reg` holds it: it stops it before the node
@@ -169,6 +185,7 @@ pub(super) fn run(
     stop: &AtomicBool,
     stats: &Stats,
     heartbeat: Heartbeat,
+    announce_max: usize,
 ) {
     let mut registry = Registry {
         client,
@@ -184,6 +201,8 @@ pub(super) fn run(
         released_old_reservations: false,
         refill_after: None,
         registered: HashMap::new(),
+        announce_max,
+        room_sizes: HashMap::new(),
     };
     let mut next_beat = Instant::now();
     loop {
@@ -367,6 +386,9 @@ impl Registry<'_> {
                 let event = ClusterEvent::Roster { id, list, nodes };
                 tell_dispatcher(self.events, self.stop, event);
             }
+            Request::OperatorRoster { done } => {
+                let _ = done.send(self.with(|con, _| presence::live_nodes(con)));
+            }
         }
     }
 
@@ -430,7 +452,15 @@ impl Registry<'_> {
         gone.extend(found.before.into_iter().map(|e| (nick_key(&e.nick), e)));
         gone.retain(|key, _| !now.contains(key));
         let gone: Vec<Entry> = gone.into_values().collect();
-        self.with(|con, _| publish_leaves(con, node, &gone, NODE_LOST));
+        let present: Vec<Entry> = pairs
+            .iter()
+            .map(|(nick, room)| Entry {
+                nick: nick.clone(),
+                room: room.clone(),
+            })
+            .collect();
+        let audience = self.audience(node, &present);
+        self.with(|con, _| publish_leaves(con, node, &gone, NODE_LOST, &audience));
         self.registered = pairs
             .iter()
             .filter(|(nick, _)| !lost.contains(nick.as_str()))
@@ -452,7 +482,8 @@ impl Registry<'_> {
                     room: room.clone(),
                 })
                 .collect();
-            self.with(|con, _| publish_joins(con, node, &back));
+            let audience = self.audience(node, &back);
+            self.with(|con, _| publish_joins(con, node, &back, &audience));
         }
         log::info!(
             "cluster-reg: {} users registered, {} gone since the last registration, \
@@ -525,6 +556,7 @@ impl Registry<'_> {
             Some(census) => *self.stats.cluster_nodes.lock() = census,
             None => self.stats.cluster_nodes.lock().clear(),
         }
+        self.send_room_sizes();
         let Some(lost) = self.with(presence::lost_nodes) else {
             return;
         };
@@ -537,7 +569,9 @@ impl Registry<'_> {
     /// every room (`node lost`) and its nicks are free, unless it beat again meanwhile or
     /// another node cleaned up first.
     fn reap(&mut self, lost: &str) {
-        let leaves = |users: &[Entry]| leave_lines(lost, users, NODE_LOST);
+        // Its users leave; every other live node's stay.
+        let audience = self.audience(lost, &[]);
+        let leaves = |users: &[Entry]| leave_lines(lost, users, NODE_LOST, &audience);
         if let Some(presence::Reaped::Done(users)) =
             self.with(|con, _| presence::reap(con, lost, leaves))
         {
@@ -548,14 +582,39 @@ impl Registry<'_> {
         }
     }
 
+    /// The rooms' sizes once `node`'s users are `present` (`announce.rs`), read now;
+    /// unknown (every line quiet) if the register cannot be read.
+    fn audience(&mut self, node: &str, present: &[Entry]) -> Audience {
+        let max = self.announce_max;
+        self.with(|con, _| Audience::read(con, node, present, max))
+            .unwrap_or_else(Audience::unknown)
+    }
+
+    /// Tells the dispatcher how many users each room has on the other nodes, if that
+    /// changed since it was last told (it counts rooms across the cluster with it).
+    fn send_room_sizes(&mut self) {
+        let Some(nodes) = self.with(|con, _| presence::live_nodes(con)) else {
+            return;
+        };
+        let sizes = super::roster::room_sizes(self.node, &nodes);
+        if sizes != self.room_sizes {
+            self.room_sizes = sizes.clone();
+            tell_dispatcher(self.events, self.stop, ClusterEvent::RoomSizes(sizes));
+        }
+    }
+
     /// The node is stopping: its users leave the cluster's rooms, its nicks are free.
     fn leave_cluster(&mut self) {
         let Some(connection) = self.connection.as_mut() else {
             return;
         };
         let node = self.node;
+        let max = self.announce_max;
         let result = presence::users_of(connection, node)
-            .and_then(|users| publish_leaves(connection, node, &users, SHUTTING_DOWN))
+            .and_then(|users| {
+                let audience = Audience::read(connection, node, &[], max)?;
+                publish_leaves(connection, node, &users, SHUTTING_DOWN, &audience)
+            })
             .and_then(|()| presence::forget(connection, node));
         if let Err(e) = result {
             log::debug!("cluster-reg: could not leave the register: {e}");
@@ -572,8 +631,14 @@ fn publish(con: &mut Connection, payload: &str) -> RedisResult<()> {
 }
 
 /// Publishes `JOIN <room> <nick>` for each user of `node` (number 0: its own
-/// dispatcher ignores them; its users never saw them leave).
-fn publish_joins(con: &mut Connection, node: &str, users: &[Entry]) -> RedisResult<()> {
+/// dispatcher ignores them; its users never saw them leave); quiet in a room too big
+/// for `audience`.
+fn publish_joins(
+    con: &mut Connection,
+    node: &str,
+    users: &[Entry],
+    audience: &Audience,
+) -> RedisResult<()> {
     if users.is_empty() {
         return Ok(());
     }
@@ -583,9 +648,10 @@ fn publish_joins(con: &mut Connection, node: &str, users: &[Entry]) -> RedisResu
             room: room.clone(),
             nick: nick.clone(),
         };
+        let quiet = audience.quiet(room);
         pipe.cmd("PUBLISH")
             .arg(CHANNEL)
-            .arg(wire::encode(node, 0, &line))
+            .arg(wire::encode_marked(node, 0, &line, quiet))
             .ignore();
     }
     pipe.query(con)
@@ -598,20 +664,21 @@ fn publish_leaves(
     node: &str,
     users: &[Entry],
     reason: &str,
+    audience: &Audience,
 ) -> RedisResult<()> {
     if users.is_empty() {
         return Ok(());
     }
     let mut pipe = redis::pipe();
-    for line in leave_lines(node, users, reason) {
+    for line in leave_lines(node, users, reason, audience) {
         pipe.cmd("PUBLISH").arg(CHANNEL).arg(line).ignore();
     }
     pipe.query(con)
 }
 
 /// The `LEAVE <room> <nick> <reason>` message of each user, signed with `node` and
-/// number 0.
-fn leave_lines(node: &str, users: &[Entry], reason: &str) -> Vec<String> {
+/// number 0; quiet (`QLEAVE`) in a room too big for `audience`.
+fn leave_lines(node: &str, users: &[Entry], reason: &str, audience: &Audience) -> Vec<String> {
     users
         .iter()
         .map(|Entry { nick, room }| {
@@ -620,7 +687,7 @@ fn leave_lines(node: &str, users: &[Entry], reason: &str) -> Vec<String> {
                 nick: nick.clone(),
                 reason: reason.to_string(),
             };
-            wire::encode(node, 0, &line)
+            wire::encode_marked(node, 0, &line, audience.quiet(room))
         })
         .collect()
 }

@@ -2,7 +2,7 @@
 //! and hands each well-formed line to the dispatcher. Parsing here, not in the
 //! dispatcher, keeps garbage off the thread that serves everyone.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -28,7 +28,15 @@ enum Ended {
     Lost(RedisError),
 }
 
-pub(super) fn run(client: &redis::Client, events: &Sender<Event>, stop: &AtomicBool, broker: &str) {
+/// `subscriptions` counts the subscriptions made (raised before the dispatcher hears
+/// `Up`): the publisher checks its own connection when it changes (`publisher.rs`).
+pub(super) fn run(
+    client: &redis::Client,
+    events: &Sender<Event>,
+    stop: &AtomicBool,
+    broker: &str,
+    subscriptions: &AtomicU64,
+) {
     let mut backoff = Backoff::new();
     let mut garbage = LogLimiter::new(GARBAGE_LOG_EVERY);
     // Logged once per outage, not once per attempt: an outage can last hours.
@@ -41,6 +49,7 @@ pub(super) fn run(client: &redis::Client, events: &Sender<Event>, stop: &AtomicB
         let mut subscribed = false;
         let ended = listen(client, events, stop, &mut garbage, || {
             subscribed = true;
+            subscriptions.fetch_add(1, Ordering::SeqCst);
             backoff.succeeded();
             outage_logged = false;
             log::info!("cluster: subscribed to {CHANNEL} on {broker}: rooms span nodes");

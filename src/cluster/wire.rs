@@ -10,6 +10,13 @@
 //! UWL1 <node> <seq> NICK  <room> <old> <new>
 //! ```
 //!
+//! A `JOIN`, `LEAVE` or `NICK` that the room is not to hear (the `--announce-max` rule,
+//! decided once, by the node that sends it, with the room's size across the cluster)
+//! is sent as `QJOIN`, `QLEAVE` or `QNICK` ("quiet"): every node applies it (who is in
+//! which room, under which nick) but tells only the one concerned, if that user is its
+//! own. Every node obeys the sender's choice, so the members of a room on all nodes
+//! hear the same lines, and a `LEAVE` or `NICK` reaches only those who heard of the nick.
+//!
 //! `UWL1` names the format and its version. `<node>` is the sending node's name and
 //! `<seq>` its own running number: a node recognises its own lines coming back from the
 //! broker by them. Fields are separated by one space; free text, if any, is last (the
@@ -170,24 +177,36 @@ pub struct Record {
     pub seq: u64,
     /// The line.
     pub line: RoomLine,
+    /// A `JOIN`, `LEAVE` or `NICK` the room is not to hear (`QJOIN`, `QLEAVE`,
+    /// `QNICK`); always false for `MSG` and `ME`.
+    pub quiet: bool,
 }
 
 impl Record {
     /// The message as published (see the module documentation).
     pub fn encode(&self) -> String {
-        encode(&self.node, self.seq, &self.line)
+        encode_marked(&self.node, self.seq, &self.line, self.quiet)
     }
 }
 
-/// The message for `line`, said on `node` as its line number `seq`.
+/// The message for `line`, said on `node` as its line number `seq`, for its whole room.
 pub fn encode(node: &str, seq: u64, line: &RoomLine) -> String {
+    encode_marked(node, seq, line, false)
+}
+
+/// [`encode`], marking a `JOIN`, `LEAVE` or `NICK` as one the room is not to hear
+/// (`quiet`; ignored for `MSG` and `ME`, which every member hears).
+pub fn encode_marked(node: &str, seq: u64, line: &RoomLine, quiet: bool) -> String {
     let head = format!("{MAGIC} {node} {seq}");
+    let q = if quiet { "Q" } else { "" };
     match line {
         RoomLine::Msg { room, nick, text } => format!("{head} MSG {room} {nick} {text}"),
         RoomLine::Me { room, nick, text } => format!("{head} ME {room} {nick} {text}"),
-        RoomLine::Join { room, nick } => format!("{head} JOIN {room} {nick}"),
-        RoomLine::Leave { room, nick, reason } => format!("{head} LEAVE {room} {nick} {reason}"),
-        RoomLine::Nick { room, old, new } => format!("{head} NICK {room} {old} {new}"),
+        RoomLine::Join { room, nick } => format!("{head} {q}JOIN {room} {nick}"),
+        RoomLine::Leave { room, nick, reason } => {
+            format!("{head} {q}LEAVE {room} {nick} {reason}")
+        }
+        RoomLine::Nick { room, old, new } => format!("{head} {q}NICK {room} {old} {new}"),
     }
 }
 
@@ -255,6 +274,11 @@ pub fn parse(payload: &[u8]) -> Result<Record, Garbage> {
     } = header(payload)?;
     let (room, rest) = rest.split_once(' ').ok_or(Garbage::Format)?;
     let room = self::room(room)?;
+    // `QJOIN`, `QLEAVE`, `QNICK`: the same lines, for the room not to hear.
+    let (quiet, kind) = match kind.strip_prefix('Q') {
+        Some(kind @ ("JOIN" | "LEAVE" | "NICK")) => (true, kind),
+        _ => (false, kind),
+    };
     let line = match kind {
         "MSG" | "ME" => {
             let (nick, text) = nick_and_text(rest)?;
@@ -286,6 +310,7 @@ pub fn parse(payload: &[u8]) -> Result<Record, Garbage> {
         node: node.to_string(),
         seq,
         line,
+        quiet,
     })
 }
 
@@ -402,7 +427,31 @@ mod tests {
             node: "node-a".into(),
             seq: 7,
             line,
+            quiet: false,
         }
+    }
+
+    #[test]
+    fn quiet_lines_survive_the_round_trip_and_only_three_kinds_have_them() {
+        let join = RoomLine::Join {
+            room: "den".into(),
+            nick: "bob".into(),
+        };
+        let quiet = Record {
+            quiet: true,
+            ..record(join.clone())
+        };
+        assert_eq!(quiet.encode(), "UWL1 node-a 7 QJOIN den bob");
+        assert_eq!(parse(quiet.encode().as_bytes()), Ok(quiet));
+        // A quiet message is every member's: no such kind.
+        assert_eq!(
+            parse(b"UWL1 node-a 7 QMSG den bob hi"),
+            Err(Garbage::UnknownKind)
+        );
+        assert_eq!(
+            parse(b"UWL1 node-a 7 QQJOIN den bob"),
+            Err(Garbage::UnknownKind)
+        );
     }
 
     #[test]

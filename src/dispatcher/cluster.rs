@@ -13,6 +13,9 @@
 //!   lost). Applying a line locally applies every earlier waiting line first, so a
 //!   node's own lines never overtake each other.
 //!
+//! Whether a `JOIN`, `LEAVE` or `NICK` reaches its room (`--announce-max`) is decided
+//! once, by the user's own node, and travels with the line (`announce.rs`).
+//!
 //! Lines from other nodes were parsed strictly by the subscriber thread
 //! (`src/cluster/wire.rs`); here they are checked against the local table: a line that
 //! names a nick held by a local user is dropped, so no node can speak for a local user.
@@ -21,6 +24,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use super::announce::Announced;
 use super::listeners::Listeners;
 use super::recall::Recall;
 use super::register::Claims;
@@ -66,6 +70,8 @@ pub(super) struct Link {
     /// A nick to free with the next line handed to the publisher (see
     /// [`DispatcherState::release_with_line`]).
     pub(super) release_next: Option<String>,
+    /// The other nodes' room sizes and users, for `--announce-max` (`announce.rs`).
+    pub(super) announced: Announced,
 }
 
 /// How one of our room lines reached us: whether a `JOIN` replays the cluster's history.
@@ -107,6 +113,8 @@ struct Pending {
     /// take the nick before the line that gives it up is out (its `LEAVE` would then
     /// name a user of theirs and be dropped there).
     release: Option<String>,
+    /// Whether the room hears it (`--announce-max`, decided when it was said).
+    to_room: bool,
 }
 
 impl Link {
@@ -137,6 +145,7 @@ impl Link {
             listeners: Listeners::default(),
             refused: LogLimiter::new(REFUSED_LOG_EVERY),
             release_next: None,
+            announced: Announced::default(),
         }
     }
 }
@@ -174,12 +183,15 @@ impl DispatcherState {
     /// In cluster mode, takes a room line said by (or about) local user `id` and sees to
     /// its delivery: through the broker, or locally while there is none. Returns false
     /// outside cluster mode (one `Option` check), and the caller delivers it as always.
+    /// `to_room`: whether a `JOIN`, `LEAVE` or `NICK` reaches the room (the caller
+    /// decided, by `--announce-max`); every node obeys it (`announce.rs`).
     pub(super) fn broker_takes(
         &mut self,
         table: &mut UserTable,
         id: ClientId,
         room: &str,
         reply: &Reply<'_>,
+        to_room: bool,
     ) -> bool {
         let Some(link) = self.cluster.as_mut() else {
             return false;
@@ -188,12 +200,12 @@ impl DispatcherState {
             return false;
         };
         if !link.up {
-            self.apply(table, Some(id), &line, Via::Local);
+            self.apply(table, Some(id), &line, Via::Local, to_room);
             return true;
         }
         let seq = link.next_seq;
         link.next_seq += 1;
-        let payload = wire::encode(&link.node, seq, &line);
+        let payload = wire::encode_marked(&link.node, seq, &line, !to_room);
         let history = history_op(&line, self.config.history);
         let release = link.release_next.take();
         link.pending.push_back(Pending {
@@ -201,6 +213,7 @@ impl DispatcherState {
             id,
             line,
             release,
+            to_room,
         });
         let outgoing = Outgoing {
             seq,
@@ -258,6 +271,7 @@ impl DispatcherState {
                 self.settle_through(table, record.seq, true);
             }
             ClusterEvent::Heard(record) => self.heard_from_another_node(table, &record),
+            ClusterEvent::RoomSizes(sizes) => link.announced.set_sizes(sizes),
             ClusterEvent::Direct(signed) => self.on_direct(table, &signed),
             ClusterEvent::Whispered {
                 id,
@@ -291,7 +305,8 @@ impl DispatcherState {
             }
             return;
         }
-        self.apply(table, None, &record.line, Via::Local);
+        let to_room = link.announced.heard(record);
+        self.apply(table, None, &record.line, Via::Local, to_room);
     }
 
     /// Applies our waiting lines up to number `seq`, oldest first. `heard`: line `seq`
@@ -309,6 +324,7 @@ impl DispatcherState {
                 line,
                 seq: number,
                 release,
+                to_room,
             }) = link.pending.pop_front()
             else {
                 return;
@@ -319,7 +335,7 @@ impl DispatcherState {
                 link.recall.drop_early(number);
                 Via::Local
             };
-            self.apply(table, Some(id), &line, via);
+            self.apply(table, Some(id), &line, via, to_room);
             if let Some(nick) = release {
                 self.release_unless_retaken(table, &nick);
             }
@@ -328,10 +344,17 @@ impl DispatcherState {
 
     /// Delivers a room line to this node's listeners of its room. `local`: the local
     /// user the line is about, if any (their `JOIN` and `LEAVE` change what they hear).
-    ///
-    /// `--announce-max` is applied to this node's listeners: a room's size across the
-    /// cluster is not known yet (a later step).
-    fn apply(&mut self, table: &mut UserTable, local: Option<ClientId>, line: &RoomLine, via: Via) {
+    /// `to_room`: whether a `JOIN`, `LEAVE` or `NICK` reaches the room, as its sender
+    /// decided for the whole cluster (`announce.rs`); otherwise only a local user it is
+    /// about hears it.
+    fn apply(
+        &mut self,
+        table: &mut UserTable,
+        local: Option<ClientId>,
+        line: &RoomLine,
+        via: Via,
+        to_room: bool,
+    ) {
         let Some(link) = self.cluster.as_mut() else {
             return;
         };
@@ -350,7 +373,6 @@ impl DispatcherState {
         let listeners = listeners.of(room);
         let reply = line.reply();
         let text = reply.to_line();
-        let few_enough = listeners.len() <= self.config.announce_max;
         let out = &mut self.out;
         match line {
             RoomLine::Msg { .. } | RoomLine::Me { .. } => {
@@ -362,13 +384,13 @@ impl DispatcherState {
                 table.record(room, reply.to_string(), self.config.history);
             }
             RoomLine::Join { .. } | RoomLine::Nick { .. } => match local {
-                _ if few_enough => recall.deliver(out, listeners, text.as_bytes()),
+                _ if to_room => recall.deliver(out, listeners, text.as_bytes()),
                 // The one concerned always learns their own join or rename.
                 Some(id) => recall.deliver(out, &[id], text.as_bytes()),
                 None => {}
             },
             RoomLine::Leave { .. } => {
-                if few_enough {
+                if to_room {
                     recall.deliver(out, listeners, text.as_bytes());
                 }
             }

@@ -125,7 +125,7 @@ impl DispatcherState {
                 text: &text,
             }
         };
-        if !self.broker_takes(table, id, room, &line) {
+        if !self.broker_takes(table, id, room, &line, true) {
             self.relay(table, user, line.to_string());
         }
         self.notify(|| {
@@ -190,30 +190,23 @@ impl DispatcherState {
             old: &user.nick,
             new: &new,
         };
-        if !self.broker_takes(table, id, &user.room, &nick) {
-            self.tell_room_about_rename(table, id, user, &nick.to_line());
+        // The room may hear the rename only if it knew the old nick, and only while it
+        // is small enough (counted on every node, in cluster mode). A rename the room
+        // does not hear leaves it knowing a nick that no longer exists, so from now on it
+        // hears nothing more of this user (their later NICK and LEAVE lines) until they
+        // enter a room again.
+        let members = table.members(&user.room).len() + self.members_elsewhere(&user.room);
+        let to_room = user.announced && self.few_enough(members);
+        table.set_announced(id, to_room);
+        if !self.broker_takes(table, id, &user.room, &nick, to_room) {
+            let line = nick.to_line();
+            self.tell_room_or_one(table, &user.room, id, to_room, line.as_bytes());
         }
         self.notify(|| ChatEvent::NickChanged {
             old: user.nick.clone(),
             new,
             room: user.room.clone(),
         });
-    }
-
-    fn tell_room_about_rename(
-        &mut self,
-        table: &mut UserTable,
-        id: ClientId,
-        user: &User,
-        line: &str,
-    ) {
-        // The room may hear the rename only if it knew the old nick, and only while it
-        // is small enough. A rename the room does not hear leaves it knowing a nick that
-        // no longer exists, so from now on it hears nothing more of this user (their
-        // later NICK and LEAVE lines) until they enter a room again.
-        let to_room = user.announced && self.few_enough(table.members(&user.room).len());
-        table.set_announced(id, to_room);
-        self.tell_room_or_one(table, &user.room, id, to_room, line.as_bytes());
     }
 
     pub(super) fn join(&mut self, table: &mut UserTable, id: ClientId, user: &User, room: &str) {

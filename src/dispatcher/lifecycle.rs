@@ -72,7 +72,8 @@ impl DispatcherState {
     ///
     /// The joiner is already a member, so `JOIN` goes to the whole room only if the room,
     /// the joiner included, is small enough; that decides whether the joiner counts as
-    /// announced (see [`Config::announce_max`](crate::Config::announce_max)).
+    /// announced (see [`Config::announce_max`](crate::Config::announce_max)). In cluster
+    /// mode the room is counted on every node (`announce.rs`).
     pub(super) fn enter_room(
         &mut self,
         table: &mut UserTable,
@@ -81,9 +82,9 @@ impl DispatcherState {
         room: &str,
     ) {
         let join = Reply::Join { room, nick };
-        if !self.broker_takes(table, id, room, &join) {
-            let announced = self.few_enough(table.members(room).len());
-            table.set_announced(id, announced);
+        let announced = self.few_enough(table.members(room).len() + self.members_elsewhere(room));
+        table.set_announced(id, announced);
+        if !self.broker_takes(table, id, room, &join, announced) {
             self.tell_room_or_one(table, room, id, announced, join.to_line().as_bytes());
             self.replay_history(table, id, room);
         }
@@ -124,11 +125,11 @@ impl DispatcherState {
             nick: &user.nick,
             reason,
         };
-        if !self.broker_takes(table, id, &user.room, &leave) {
-            let remaining = table.members(&user.room);
-            if user.announced && self.few_enough(remaining.len()) {
-                self.out.send_all(remaining, leave.to_line().as_bytes());
-            }
+        let remaining = table.members(&user.room).len() + self.members_elsewhere(&user.room);
+        let to_room = user.announced && self.few_enough(remaining);
+        if !self.broker_takes(table, id, &user.room, &leave, to_room) && to_room {
+            self.out
+                .send_all(table.members(&user.room), leave.to_line().as_bytes());
         }
         self.notify_left(user, reason);
     }

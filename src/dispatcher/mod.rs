@@ -50,6 +50,8 @@ use outputs::Outputs;
 use shared_write::SharedBatch;
 
 #[cfg(feature = "redis")]
+mod announce;
+#[cfg(feature = "redis")]
 mod cluster;
 mod commands;
 mod lifecycle;
@@ -140,8 +142,12 @@ impl Dispatcher {
         #[cfg(feature = "redis")]
         let (cluster, cluster_threads) = match &config.cluster {
             Some(settings) => {
-                let (bridge, threads) =
-                    crate::cluster::Bridge::start(settings, events.clone(), Arc::clone(&stats))?;
+                let (bridge, threads) = crate::cluster::Bridge::start(
+                    settings,
+                    events.clone(),
+                    Arc::clone(&stats),
+                    config.announce_max,
+                )?;
                 (
                     Some(cluster::Link::new(bridge, settings.node.clone())),
                     threads,

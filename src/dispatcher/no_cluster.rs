@@ -19,8 +19,15 @@ impl DispatcherState {
         _id: ClientId,
         _room: &str,
         _line: &crate::reply::Reply<'_>,
+        _to_room: bool,
     ) -> bool {
         false
+    }
+
+    /// No other node: a room's members are all here.
+    #[inline(always)]
+    pub(super) fn members_elsewhere(&self, _room: &str) -> usize {
+        0
     }
 
     /// A list: the caller answers from the local table.

@@ -65,6 +65,8 @@ impl DispatcherState {
                 let _ = done.send(result);
             }
             OperatorRequest::Subscribe(observer) => self.observers.push(observer),
+            #[cfg(feature = "redis")]
+            OperatorRequest::Roster { done } => self.cluster_operator_roster(done),
         }
     }
 

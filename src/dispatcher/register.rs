@@ -18,10 +18,10 @@
 //! rules alone decide; every local user is registered again when it is back
 //! ([`ClusterEvent::ResyncWanted`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use super::{DispatcherState, ListKind, LIST_MAX};
-use crate::cluster::{ClusterEvent, Entry, List, Request};
+use crate::cluster::{roster, ClusterEvent, Entry, List, Request};
 use crate::event::ClientId;
 use crate::reply::Reply;
 use crate::table::{User, UserTable};
@@ -245,22 +245,21 @@ impl DispatcherState {
                 List::Users => self.list_users(table, id),
             };
         };
-        let me = self.cluster.as_ref().map(|link| link.node.as_str());
-        // This node's users come from its own table, which is the truth about them: the
-        // register's copy may lag, or hold entries anyone with access to Redis wrote. For
-        // the same reason a remote entry with a local user's nick (or a lookalike) is
-        // dropped: that nick is ours, the local user is listed.
-        let mut users: Vec<Entry> = nodes
-            .into_iter()
-            .filter(|(node, _)| Some(node.as_str()) != me)
-            .flat_map(|(_, users)| users)
-            .filter(|entry| table.nick_owner(&entry.nick).is_none())
-            .chain(table.users().map(|user| Entry {
+        if let Some(link) = self.cluster.as_mut() {
+            // A fresh count of every room, for `--announce-max` (`announce.rs`).
+            let sizes = roster::room_sizes(&link.node, &nodes);
+            link.announced.set_sizes(sizes);
+        }
+        let me = self.cluster.as_ref().map_or("", |link| link.node.as_str());
+        let local = table
+            .users()
+            .map(|user| Entry {
                 nick: user.nick.clone(),
                 room: user.room.clone(),
-            }))
+            })
             .collect();
-        users.sort_by(|a, b| a.nick.cmp(&b.nick));
+        // This node's users from its own table, the other nodes' from the register.
+        let users = roster::merge(me, nodes, local);
         match list {
             List::Users => {
                 for user in users.iter().take(LIST_MAX) {
@@ -284,11 +283,7 @@ impl DispatcherState {
                 self.end_list(id, "who", members.len());
             }
             List::Rooms => {
-                // The lobby is always there, as on a single node.
-                let mut rooms: BTreeMap<&str, usize> = BTreeMap::from([(crate::table::LOBBY, 0)]);
-                for user in &users {
-                    *rooms.entry(&user.room).or_default() += 1;
-                }
+                let rooms = roster::rooms(&users);
                 for (room, members) in rooms.iter().take(LIST_MAX) {
                     let line = Reply::Room {
                         room,

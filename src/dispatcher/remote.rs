@@ -1,5 +1,6 @@
 //! Cluster mode (cargo feature `redis`): what reaches a user of another node without
-//! being a room line: a user's whisper, the operator's whisper, notice and kick.
+//! being a room line: a user's whisper, the operator's whisper, notice and kick, and
+//! the operator's lists of every node's users.
 //!
 //! The nick is found in the register by the `cluster-reg` thread (the dispatcher does
 //! not wait for it), which publishes a direct message (`src/cluster/direct.rs`) for the
@@ -14,6 +15,7 @@ use crossbeam_channel::Sender;
 
 use super::DispatcherState;
 use crate::cluster::direct::{self, Direct, Signed};
+use crate::cluster::roster::Nodes;
 use crate::cluster::{Answer, Request};
 use crate::event::{ClientId, CloseReason, OperatorError};
 use crate::reply::{ErrorCode, Reply};
@@ -121,6 +123,24 @@ impl DispatcherState {
             Ok(()) => None,
             Err(Request::Kick { done, .. }) => Some(done),
             Err(_) => None,
+        }
+    }
+
+    /// The operator's `/users` or `/rooms` (or a host's [`Server::roster`]): handed to
+    /// the register, which answers `done` itself, so the dispatcher never waits for
+    /// Redis (the console's thread does). Answered `None` at once when the node is not
+    /// linked or the register's queue is full: the caller lists this node only.
+    ///
+    /// [`Server::roster`]: crate::Server::roster
+    pub(super) fn cluster_operator_roster(&mut self, done: Sender<Option<Nodes>>) {
+        let Some(link) = self.cluster.as_ref().filter(|link| link.up) else {
+            let _ = done.send(None);
+            return;
+        };
+        if let Err(Request::OperatorRoster { done }) =
+            link.bridge.try_ask(Request::OperatorRoster { done })
+        {
+            let _ = done.send(None);
         }
     }
 

@@ -52,6 +52,11 @@ impl Redis {
         url(self.port)
     }
 
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// A plain client connection, as any program with access to Redis could open.
     pub fn connect(&self) -> redis::RedisResult<redis::Connection> {
         let mut connection =
@@ -84,7 +89,11 @@ pub fn free_port() -> u16 {
 
 /// A node named `node` of the cluster at `redis_url`.
 pub fn start_node(redis_url: &str, node: &str) -> Server {
-    let mut config = test_config();
+    start_node_with(redis_url, node, test_config())
+}
+
+/// [`start_node`] with a config of the test's own.
+pub fn start_node_with(redis_url: &str, node: &str, mut config: underworld_line::Config) -> Server {
     config.cluster = Some(ClusterConfig {
         redis_url: redis_url.to_string(),
         node: node.to_string(),
@@ -127,8 +136,13 @@ impl NodeProcess {
     /// Starts `underworld-line --redis URL --node NAME` on a free port and waits until
     /// its `/stats` says it is linked to Redis.
     pub fn start(redis: &Redis, node: &str) -> NodeProcess {
+        NodeProcess::start_with(redis, node, &[])
+    }
+
+    /// [`NodeProcess::start`] with more flags.
+    pub fn start_with(redis: &Redis, node: &str, more: &[&str]) -> NodeProcess {
         let url = redis.url();
-        let args = [
+        let mut args = vec![
             "--rate-limit",
             "off",
             "--max-per-ip",
@@ -138,6 +152,7 @@ impl NodeProcess {
             "--node",
             node,
         ];
+        args.extend_from_slice(more);
         let process = spawn_server(&args, Stdio::piped());
         let mut node_process = NodeProcess {
             addr: process.addr,
@@ -161,6 +176,27 @@ impl NodeProcess {
                 if line == expected {
                     return;
                 }
+            }
+        }
+    }
+
+    /// Waits for a line of the node's log (stderr) that contains `fragment`, skipping
+    /// the lines before it.
+    pub fn await_log(&self, fragment: &str) {
+        let start = Instant::now();
+        let mut skipped = std::collections::VecDeque::new();
+        loop {
+            let left = PATIENCE.saturating_sub(start.elapsed());
+            match self.process.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(fragment) => return,
+                Ok(line) => {
+                    // The last few, for the failure message.
+                    if skipped.len() == 20 {
+                        skipped.pop_front();
+                    }
+                    skipped.push_back(line);
+                }
+                Err(_) => panic!("the log never said {fragment:?}; it said {skipped:?}"),
             }
         }
     }

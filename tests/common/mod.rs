@@ -11,6 +11,8 @@ use underworld_line::{Config, Server};
 
 #[cfg(feature = "redis")]
 pub mod broker;
+#[cfg(feature = "redis")]
+pub mod cutter;
 pub mod process;
 
 /// How long any single wait may take before the test fails: generous, because CI
