@@ -21,6 +21,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use super::held::Held;
 use super::listeners::Listeners;
 use super::recall::Recall;
 use super::register::Claims;
@@ -58,6 +59,8 @@ pub(super) struct Link {
     pub(super) resync_owed: bool,
     /// Joiners waiting for their room's history from Redis (`recall.rs`).
     pub(super) recall: Recall,
+    /// New users whose greeting waits for a reserved alias (`held.rs`).
+    pub(super) held: Held,
     /// Our lines handed to the publisher, oldest first, waiting to come back.
     pending: VecDeque<Pending>,
     listeners: Listeners,
@@ -132,6 +135,7 @@ impl Link {
             up: false,
             claims: Claims::default(),
             recall: Recall::default(),
+            held: Held::default(),
             resync_owed: false,
             pending: VecDeque::new(),
             listeners: Listeners::default(),
@@ -234,6 +238,8 @@ impl DispatcherState {
                 // Whatever was on its way will not come back to us.
                 self.settle_through(table, u64::MAX, false);
                 self.recall_locally(table, None);
+                // Nothing can be coordinated now: held users get aliases drawn here.
+                self.greet_all_held(table);
             }
             ClusterEvent::Unpublished(seq) => {
                 self.settle_through(table, seq, false);
@@ -266,6 +272,7 @@ impl DispatcherState {
                 text,
             } => self.whispered(table, id, &to, matched, &text),
             register @ (ClusterEvent::Claimed { .. }
+            | ClusterEvent::Aliases { .. }
             | ClusterEvent::ResyncWanted
             | ClusterEvent::Roster { .. }) => self.on_register(table, register),
         }

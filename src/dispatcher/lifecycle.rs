@@ -35,8 +35,15 @@ impl DispatcherState {
             self.begin_close(table, id, CloseReason::ServerShutdown);
             return;
         }
-        let nick = self.fresh_alias(table, id);
         log::info!("{id} connected");
+        let Some(nick) = self.new_user_alias(table, id) else {
+            return; // held until the register has an alias for them (`held.rs`)
+        };
+        self.greet(table, id, nick);
+    }
+
+    /// Greets a new client as `nick`: `HELLO`, the lobby, its history.
+    pub(super) fn greet(&mut self, table: &mut UserTable, id: ClientId, nick: String) {
         log::debug!("{id} is {nick}");
         table.add(id, nick.clone(), LOBBY);
         self.register_user(id, &nick, LOBBY);
