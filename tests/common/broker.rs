@@ -84,10 +84,20 @@ pub fn free_port() -> u16 {
 
 /// A node named `node` of the cluster at `redis_url`.
 pub fn start_node(redis_url: &str, node: &str) -> Server {
+    start_node_with_pool(
+        redis_url,
+        node,
+        underworld_line::cluster::registry::ALIAS_POOL,
+    )
+}
+
+/// [`start_node`] keeping `alias_pool` aliases reserved ahead.
+pub fn start_node_with_pool(redis_url: &str, node: &str, alias_pool: usize) -> Server {
     let mut config = test_config();
     config.cluster = Some(ClusterConfig {
         redis_url: redis_url.to_string(),
         node: node.to_string(),
+        alias_pool,
     });
     start_server(config)
 }
