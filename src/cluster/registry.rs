@@ -22,18 +22,19 @@
 //! the thread connects, it asks the dispatcher for every local user
 //! ([`ClusterEvent::ResyncWanted`]) and registers them all again.
 //!
-//! **Aliases.** The pool is topped up once it is below half full, a batch of candidates
-//! per round trip (one script, `presence::reserve_many`), never one alias per round
-//! trip: with one thread for everything, every round trip spent on the pool is a round
-//! trip a waiting claim (a `/nick`) waits behind, and on a starved machine each round
-//! trip costs two thread wake-ups. So the refill does one batch, then goes on only
-//! while no request is waiting. Plain aliases (`QuietOtter`) are tried first; once
-//! fewer than half of a batch of them are free, numbered ones (`QuietOtter417`), until
-//! the next beat. If even a batch of numbered ones is all taken (a name space that
-//! full, or a register that answers errors), the refill waits for the next beat
-//! instead of trying again after every request. When the dispatcher has run out of
-//! aliases and holds new users' greetings, it asks for more ([`Request::Aliases`]) and
-//! is answered at once ([`ClusterEvent::Aliases`]).
+//! **Aliases.** The pool is topped up a batch of candidates per round trip (one script,
+//! `presence::reserve_many`), never one alias per round trip: with one thread for
+//! everything, every round trip spent on the pool is a round trip a waiting claim (a
+//! `/nick`) waits behind, and on a starved machine each round trip costs two thread
+//! wake-ups. So the refill goes on only while no request is waiting, except for one
+//! batch at a time once the pool is below half full (a burst of arrivals, each one a
+//! claim, must not starve it): a request waits behind one round trip of refill at
+//! most. Plain aliases (`QuietOtter`) are tried first; once fewer than half of a batch
+//! of them are free, numbered ones (`QuietOtter417`), until the next beat. If even a
+//! batch of numbered ones is all taken (a name space that full), or the batch fails,
+//! the refill waits for the next beat instead of trying again after every request.
+//! When the dispatcher has run out of aliases and holds new users' greetings, it asks
+//! for more ([`Request::Aliases`]) and is answered at once ([`ClusterEvent::Aliases`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -516,22 +517,27 @@ impl Registry<'_> {
         }
     }
 
-    /// Tops the pool up once it is below half full: one batch, then more only while no
-    /// request is waiting (see the module's *Aliases*). Only while connected: an
-    /// outage's new users get their aliases the other way, claimed after the fact.
+    /// Tops the pool up: while no request is waiting, batch after batch until it is
+    /// full; and once it is below half full, one batch even if requests wait, so that a
+    /// burst of arrivals (each one a claim) cannot starve it (see the module's
+    /// *Aliases*). During an outage the batch fails (or the back-off of reconnection
+    /// says not yet) and the next try waits a beat: an outage's new users get their
+    /// aliases the other way, claimed after the fact.
     fn refill_pool(&mut self, requests: &Receiver<Request>) {
         let size = self.pool.capacity().unwrap_or(0);
-        if self.pool.len() * 2 >= size {
+        if self.pool.len() * 2 < size && self.reserve_batch() == 0 {
             return;
         }
-        while self.reserve_batch() > 0 && !self.pool.is_full() && requests.is_empty() {}
+        while !self.pool.is_full() && requests.is_empty() && self.reserve_batch() > 0 {}
     }
 
     /// One round trip: reserves up to [`RESERVE_BATCH`] of the aliases the pool lacks
-    /// and puts those won in it. Returns how many it won: 0 when not connected, in
-    /// back-off, with a full pool, or when every candidate was taken.
+    /// and puts those won in it. Returns how many it won: 0 when Redis cannot be
+    /// reached, in back-off, with a full pool, or when every candidate was taken.
+    /// (It connects if need be: the dispatcher's first request for aliases may come
+    /// before the first beat has connected.)
     fn reserve_batch(&mut self) -> usize {
-        if self.connection.is_none() || self.refill_after.is_some_and(|t| Instant::now() < t) {
+        if self.refill_after.is_some_and(|t| Instant::now() < t) {
             return 0;
         }
         self.refill_after = None;
