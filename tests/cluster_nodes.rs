@@ -575,6 +575,58 @@ fn a_burst_beyond_the_pool_waits_for_aliases_and_keeps_early_lines() {
     assert_aliases_unique_and_kept(&redis, &["node-a", "node-b"], arrivals);
 }
 
+/// The alias refill backs off: once a batch of reservations fails, the next one waits
+/// for the next beat instead of following every request to the register (each one a
+/// round trip spent for nothing, ahead of the claims waiting behind it). Here the node's
+/// reservations key has the wrong type (anyone with access to Redis can do that), so
+/// every batch fails. (The other cause of the same back-off, a batch that finds every
+/// candidate taken, cannot be brought about by a test: it would take 23 million
+/// names.) Counted by Redis itself, not timed: the reservation script is the only
+/// command of the register that runs `HSETNX` (once per failed batch), and each beat
+/// reads the set of nodes twice (`SMEMBERS`). While a user renames 50 times (three
+/// requests to the register each), there is about one batch per beat, not one per
+/// request.
+#[test]
+fn the_alias_refill_waits_a_beat_after_a_failed_batch() {
+    let redis = Redis::start();
+    let mut raw = redis.connect().expect("a raw Redis client");
+    redis::cmd("SET")
+        .arg("underworld-line:reserved:node-a")
+        .arg("not a hash")
+        .query::<()>(&mut raw)
+        .unwrap();
+    let a = linked_node(&redis, "node-a");
+    // No alias can be reserved: greeted with one drawn by the node (after the register
+    // said so), as during an outage.
+    let mut user = Client::connect(a.local_addr());
+    let before = command_calls(&mut raw);
+    for n in 0..50 {
+        let nick = format!("n{n}");
+        user.send(&format!("/nick {nick}"));
+        user.expect(&format!("NICK {} {nick}", user.nick));
+        user.nick = nick;
+    }
+    let after = command_calls(&mut raw);
+    let batches = after.0 - before.0;
+    let beats = (after.1 - before.1) / 2;
+    assert!(
+        batches <= beats + 2,
+        "{batches} reservation batches in {beats} beats"
+    );
+}
+
+/// How many times Redis ran `HSETNX` and `SMEMBERS` so far (scripts' commands included).
+fn command_calls(raw: &mut redis::Connection) -> (u64, u64) {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(raw).unwrap();
+    let calls = |command: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    (calls("hsetnx"), calls("smembers"))
+}
+
 /// A user of a burst: which node (an index into the burst's addresses), and its client.
 struct Arrival {
     node: usize,
