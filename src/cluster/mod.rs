@@ -196,9 +196,10 @@ pub enum ClusterEvent {
         /// Won, lost, or unknown.
         won: Option<bool>,
     },
-    /// The answer to [`Request::Aliases`]: `ready`, the pool has aliases now; otherwise
-    /// none could be reserved (Redis unreachable or failing, or the alias space full),
-    /// and the dispatcher draws its new users' aliases itself, claimed after the fact.
+    /// The answer to a request for aliases (`Request::Aliases`): `ready`, the pool has
+    /// aliases now; otherwise none could be reserved (Redis unreachable or failing, or
+    /// the alias space full), and the dispatcher draws its new users' aliases itself,
+    /// claimed after the fact.
     Aliases {
         /// Whether there are aliases to take.
         ready: bool,

@@ -34,7 +34,7 @@
 //! batch of numbered ones is all taken (a name space that full), or the batch fails,
 //! the refill waits for the next beat instead of trying again after every request.
 //! When the dispatcher has run out of aliases and holds new users' greetings, it asks
-//! for more ([`Request::Aliases`]) and is answered at once ([`ClusterEvent::Aliases`]).
+//! for more (`Request::Aliases`) and is answered at once ([`ClusterEvent::Aliases`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
