@@ -575,6 +575,47 @@ fn a_burst_beyond_the_pool_waits_for_aliases_and_keeps_early_lines() {
     assert_aliases_unique_and_kept(&redis, &["node-a", "node-b"], arrivals);
 }
 
+/// Redis restarted empty (it keeps nothing on disk here): the aliases a node had
+/// reserved ahead are no longer reserved, and another node could take them. So when the
+/// node reconnects it reserves again the ones still in its pool, before it gives any,
+/// instead of handing out aliases that are no longer its own.
+#[test]
+fn a_node_reserves_its_pool_again_after_redis_comes_back_empty() {
+    let mut redis = Redis::start();
+    let port = redis.url().rsplit(':').next().unwrap().parse().unwrap();
+    let a = linked_node(&redis, "node-a");
+    let reserved = |redis: &Redis| -> BTreeSet<String> {
+        let mut raw = redis.connect().expect("a raw Redis client");
+        redis::cmd("HKEYS")
+            .arg("underworld-line:reserved:node-a")
+            .query(&mut raw)
+            .unwrap()
+    };
+    common::eventually("a full pool", || reserved(&redis).len() == ALIAS_POOL);
+    let before = reserved(&redis);
+    redis.stop();
+    await_link(&a, false);
+    let redis = Redis::start_on(port);
+    await_link(&a, true);
+    common::eventually("the same pool, reserved again", || {
+        reserved(&redis) == before
+    });
+    let mut raw = redis.connect().expect("a raw Redis client");
+    let owners: Vec<Option<String>> = before
+        .iter()
+        .map(|look| {
+            redis::cmd("HGET")
+                .arg("underworld-line:nicks")
+                .arg(look)
+                .query(&mut raw)
+                .unwrap()
+        })
+        .collect();
+    assert!(owners
+        .iter()
+        .all(|owner| owner.as_deref() == Some("node-a")));
+}
+
 /// The alias refill backs off: once a batch of reservations fails, the next one waits
 /// for the next beat instead of following every request to the register (each one a
 /// round trip spent for nothing, ahead of the claims waiting behind it). Here the node's

@@ -294,6 +294,7 @@ impl Bridge {
         };
         let (requests, to_register) = crossbeam_channel::bounded(PUBLISH_QUEUE);
         let (pool, aliases) = crossbeam_channel::bounded(config.alias_pool.max(2));
+        let left = aliases.clone();
         let registry = {
             let (client, events, stop, node) = (
                 client.clone(),
@@ -308,7 +309,7 @@ impl Bridge {
                         &client,
                         &node,
                         to_register,
-                        &pool,
+                        (&pool, &left),
                         &events,
                         &stop,
                         &stats,

@@ -76,12 +76,20 @@ return 1
 /// Reserves, in one step, each candidate nobody holds (not even this node's users) for
 /// a future user of `node`: aliases it can give at once. One script for a whole batch,
 /// so that filling the pool costs one round trip, not one per alias (a claim waiting
-/// behind the refill waits for one round trip at most). Returns the candidates won.
-/// KEYS: nicks, reserved:node. ARGV: node, then key, nick for each candidate.
+/// behind the refill waits for one round trip at most). With `again` = 1, a candidate
+/// this node has reserved already counts as won too (the pool checked again after a
+/// reconnection). Returns the candidates won.
+/// KEYS: nicks, reserved:node. ARGV: node, again (0 or 1), then key, nick for each
+/// candidate.
 const RESERVE_MANY: &str = r"
 local won = {}
-for i = 2, #ARGV, 2 do
-  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[1]) == 1 then
+for i = 3, #ARGV, 2 do
+  local ok = redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[1]) == 1
+  if not ok and ARGV[2] == '1' then
+    ok = redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[1]
+      and redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1
+  end
+  if ok then
     redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
     table.insert(won, ARGV[i + 1])
   end
@@ -214,19 +222,20 @@ pub fn claim(con: &mut Connection, node: &str, nick: &str, room: &str) -> RedisR
         .map(|won| won == 1)
 }
 
-/// Reserves for future users of `node` each of `candidates` that nobody holds, in one
-/// round trip: the ones it won, in their order.
+/// Reserves for future users of `node` each of `candidates` that nobody holds (`again`:
+/// or that `node` reserved already), in one round trip: the ones it won, in their order.
 pub fn reserve_many(
     con: &mut Connection,
     node: &str,
     candidates: &[String],
+    again: bool,
 ) -> RedisResult<Vec<String>> {
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
     let reserved = reserved_key(node);
     let mut cmd = eval(RESERVE_MANY, &[NICKS, &reserved]);
-    cmd.arg(node);
+    cmd.arg(node).arg(u8::from(again));
     for nick in candidates {
         cmd.arg(nick_key(nick)).arg(nick);
     }

@@ -150,6 +150,9 @@ struct Registry<'a> {
     node: &'a str,
     /// Where reserved aliases go; the dispatcher takes them without waiting.
     pool: &'a Sender<String>,
+    /// The same pool, read from this side: after a reconnection, what is left in it is
+    /// taken back and reserved again ([`Registry::reserve_pool_again`]).
+    left: &'a Receiver<String>,
     aliases: AliasGenerator,
     events: &'a Sender<Event>,
     stop: &'a AtomicBool,
@@ -192,7 +195,7 @@ pub(super) fn run(
     client: &redis::Client,
     node: &str,
     requests: Receiver<Request>,
-    pool: &Sender<String>,
+    (pool, left): (&Sender<String>, &Receiver<String>),
     events: &Sender<Event>,
     stop: &AtomicBool,
     stats: &Stats,
@@ -202,6 +205,7 @@ pub(super) fn run(
         client,
         node,
         pool,
+        left,
         aliases: AliasGenerator::new(),
         events,
         stop,
@@ -232,6 +236,8 @@ pub(super) fn run(
             // announce them, exactly as after a reconnect.
             log::warn!("cluster-reg: this node was declared lost: registering its users again");
             tell_dispatcher(events, stop, ClusterEvent::ResyncWanted);
+            // Its reservations were freed with it.
+            registry.reserve_pool_again();
         }
         if Instant::now() >= next_beat {
             registry.beat();
@@ -262,6 +268,7 @@ impl Registry<'_> {
                     }
                     self.connection = Some(connection);
                     tell_dispatcher(self.events, self.stop, ClusterEvent::ResyncWanted);
+                    self.reserve_pool_again();
                 }
                 Err(e) => self.failed(&e),
             }
@@ -552,8 +559,8 @@ impl Registry<'_> {
         if candidates.is_empty() {
             return 0;
         }
-        let Some(won) = self.with(|con, node| presence::reserve_many(con, node, &candidates))
-        else {
+        let reserved = self.with(|con, node| presence::reserve_many(con, node, &candidates, false));
+        let Some(won) = reserved else {
             // Redis failed, or answered an error (a key of the wrong type): not again
             // after every request.
             self.refill_after = Some(Instant::now() + BEAT);
@@ -579,6 +586,34 @@ impl Registry<'_> {
             }
         }
         count
+    }
+
+    /// After a reconnection: the aliases still in the pool were reserved before it, and
+    /// Redis may have come back empty (it keeps nothing on disk here) or forgotten this
+    /// node (declared lost), so another node may take them now. They are taken back and
+    /// reserved again in one script; any another node holds by now is dropped, never
+    /// given. (Meanwhile the dispatcher finds the pool empty, and holds its newcomers
+    /// for that moment.) If Redis fails again right away, they are dropped too: the
+    /// pool is refilled with fresh ones.
+    fn reserve_pool_again(&mut self) {
+        let left: Vec<String> = self.left.try_iter().collect();
+        if left.is_empty() {
+            return;
+        }
+        let kept = self
+            .with(|con, node| presence::reserve_many(con, node, &left, true))
+            .unwrap_or_default();
+        if kept.len() < left.len() {
+            log::debug!(
+                "cluster-reg: {} of the aliases reserved before the reconnection are gone",
+                left.len() - kept.len()
+            );
+        }
+        for alias in kept {
+            if self.pool.try_send(alias).is_err() {
+                break;
+            }
+        }
     }
 
     /// The count of nodes for `/stats`, then the search for lost nodes (the heartbeat
