@@ -115,8 +115,12 @@ pub(crate) enum Request {
         done: Sender<Result<String, OperatorError>>,
     },
     /// The dispatcher holds new users' greetings until the pool has aliases: reserve
-    /// some now, and answer with [`ClusterEvent::Aliases`].
-    Aliases,
+    /// some now, and answer with [`ClusterEvent::Aliases`]. `check`: first reserve again
+    /// what is left in the pool (the link was down: Redis may have come back empty).
+    Aliases {
+        /// Whether to check the pool first.
+        check: bool,
+    },
     /// Who is online on every live node, for a list command of local user `id`.
     Roster {
         /// Who asked.
@@ -398,9 +402,12 @@ impl Registry<'_> {
                 };
                 let _ = done.send(result);
             }
-            Request::Aliases => {
+            Request::Aliases { check } => {
                 // Not behind the back-off: a user waits for this answer. It is the
                 // batch itself that is skipped while the back-off lasts.
+                if check {
+                    self.reserve_pool_again();
+                }
                 let won = self.reserve_batch();
                 let ready = won > 0 || !self.pool.is_empty();
                 tell_dispatcher(self.events, self.stop, ClusterEvent::Aliases { ready });
@@ -592,17 +599,20 @@ impl Registry<'_> {
     /// Redis may have come back empty (it keeps nothing on disk here) or forgotten this
     /// node (declared lost), so another node may take them now. They are taken back and
     /// reserved again in one script; any another node holds by now is dropped, never
-    /// given. (Meanwhile the dispatcher finds the pool empty, and holds its newcomers
-    /// for that moment.) If Redis fails again right away, they are dropped too: the
-    /// pool is refilled with fresh ones.
+    /// given. If Redis fails again right away, they are dropped too: the pool is
+    /// refilled with fresh ones. Either way, afterwards the pool holds only aliases
+    /// reserved on the connection of now. Also done when the dispatcher asks for it
+    /// (`Request::Aliases { check: true }`): it stops taking aliases from the pool when
+    /// its link goes down, until a check has been done.
     fn reserve_pool_again(&mut self) {
         let left: Vec<String> = self.left.try_iter().collect();
         if left.is_empty() {
             return;
         }
-        let kept = self
-            .with(|con, node| presence::reserve_many(con, node, &left, true))
-            .unwrap_or_default();
+        let Some(kept) = self.with(|con, node| presence::reserve_many(con, node, &left, true))
+        else {
+            return; // dropped: the pool is empty
+        };
         if kept.len() < left.len() {
             log::debug!(
                 "cluster-reg: {} of the aliases reserved before the reconnection are gone",

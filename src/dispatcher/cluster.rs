@@ -239,7 +239,7 @@ impl DispatcherState {
                 self.settle_through(table, u64::MAX, false);
                 self.recall_locally(table, None);
                 // Nothing can be coordinated now: held users get aliases drawn here.
-                self.greet_all_held(table);
+                self.aliases_link_down(table);
             }
             ClusterEvent::Unpublished(seq) => {
                 self.settle_through(table, seq, false);

@@ -17,6 +17,12 @@
 //! without a cap: a hold lasts one answer of the register, which comes within its 1 s
 //! timeouts; the flood limit, when on, bounds what a client sends meanwhile.)
 //!
+//! When the link goes down, the pool is *in doubt*: Redis may come back empty, and the
+//! aliases in the pool would then be reserved no more. Until the register has checked
+//! them (reserved them again, on a live connection: a request with `check`), no alias
+//! is taken from the pool; newcomers are held meanwhile (while linked) or get aliases
+//! drawn here (during the outage).
+//!
 //! The register answers every request for aliases. If it could reserve none (Redis
 //! unreachable or failing, the name space full), if it cannot be asked (its queue is
 //! full), or if the link goes down meanwhile, the held users are greeted with aliases
@@ -37,15 +43,24 @@ pub(super) struct Held {
     order: VecDeque<ClientId>,
     /// What each one's connection sent meanwhile, in order.
     events: HashMap<ClientId, Vec<Event>>,
-    /// A [`Request::Aliases`] is on its way: its answer comes before anything else is
-    /// asked.
-    asked: bool,
+    /// A [`Request::Aliases`] is on its way (its answer comes before anything else is
+    /// asked), and whether its answer ends the doubt (it asked for a check, and the link
+    /// has not gone down since).
+    asked: Option<bool>,
+    /// The link went down since the register last checked the pool: take nothing from
+    /// it until it has.
+    pool_in_doubt: bool,
 }
 
 impl Held {
     /// Whether nobody waits.
     pub(super) fn is_empty(&self) -> bool {
         self.order.is_empty()
+    }
+
+    /// Whether the pool may hold aliases that are no longer reserved.
+    pub(super) fn pool_in_doubt(&self) -> bool {
+        self.pool_in_doubt
     }
 }
 
@@ -104,7 +119,10 @@ impl DispatcherState {
     /// The register's answer to [`Request::Aliases`]: `ready`, it has aliases now.
     pub(super) fn aliases_reserved(&mut self, table: &mut UserTable, ready: bool) {
         if let Some(link) = self.cluster.as_mut() {
-            link.held.asked = false;
+            if link.held.asked == Some(true) {
+                link.held.pool_in_doubt = false;
+            }
+            link.held.asked = None;
         }
         self.greet_held(table);
         if self
@@ -121,6 +139,19 @@ impl DispatcherState {
             // None could be reserved: as during an outage.
             self.greet_all_held(table);
         }
+    }
+
+    /// The link is down: the pool is in doubt, a check on its way no longer ends the
+    /// doubt (Redis may have gone away after it), and the held users are greeted now,
+    /// with aliases drawn here, as during any outage.
+    pub(super) fn aliases_link_down(&mut self, table: &mut UserTable) {
+        if let Some(link) = self.cluster.as_mut() {
+            link.held.pool_in_doubt = true;
+            if link.held.asked.is_some() {
+                link.held.asked = Some(false);
+            }
+        }
+        self.greet_all_held(table);
     }
 
     /// Greets every held user now, each with a reserved alias while the pool has one,
@@ -144,11 +175,12 @@ impl DispatcherState {
         let Some(link) = self.cluster.as_mut() else {
             return;
         };
-        if link.held.asked {
+        if link.held.asked.is_some() {
             return;
         }
-        if link.bridge.ask(Request::Aliases) {
-            link.held.asked = true;
+        let check = link.held.pool_in_doubt;
+        if link.bridge.ask(Request::Aliases { check }) {
+            link.held.asked = Some(check);
         } else {
             self.greet_all_held(table);
         }

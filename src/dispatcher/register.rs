@@ -63,9 +63,13 @@ impl DispatcherState {
         true
     }
 
-    /// An alias the register reserved for this node, free here too.
+    /// An alias the register reserved for this node, free here too (none while the
+    /// pool is in doubt, after the link went down: `held.rs`).
     pub(super) fn reserved_alias(&self, table: &UserTable, id: ClientId) -> Option<String> {
-        let link = self.cluster.as_ref()?;
+        let link = self
+            .cluster
+            .as_ref()
+            .filter(|link| !link.held.pool_in_doubt())?;
         // Bounded: the pool holds at most this many. One a local user took meanwhile by
         // `/nick` (the register let them: same node) is skipped, not released.
         for _ in 0..link.bridge.alias_pool() {
