@@ -239,9 +239,9 @@ pub(super) fn run(
             // register and the other nodes saw them leave. Register them again and
             // announce them, exactly as after a reconnect.
             log::warn!("cluster-reg: this node was declared lost: registering its users again");
-            tell_dispatcher(events, stop, ClusterEvent::ResyncWanted);
-            // Its reservations were freed with it.
+            // Its reservations were freed with it: reserved again first.
             registry.reserve_pool_again();
+            tell_dispatcher(events, stop, ClusterEvent::ResyncWanted);
         }
         if Instant::now() >= next_beat {
             registry.beat();
@@ -271,8 +271,10 @@ impl Registry<'_> {
                         self.failing = false;
                     }
                     self.connection = Some(connection);
-                    tell_dispatcher(self.events, self.stop, ClusterEvent::ResyncWanted);
+                    // First: the dispatcher takes the resync request as "the pool is
+                    // checked" (`held.rs`).
                     self.reserve_pool_again();
+                    tell_dispatcher(self.events, self.stop, ClusterEvent::ResyncWanted);
                 }
                 Err(e) => self.failed(&e),
             }

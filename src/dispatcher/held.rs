@@ -14,14 +14,18 @@
 //! A held user's connection thread does not know it is held: the client may already
 //! send lines. What it sends is kept here, in order, and handled right after the
 //! greeting, exactly as if it had come then: nothing is lost or reordered. (Kept
-//! without a cap: a hold lasts one answer of the register, which comes within its 1 s
-//! timeouts; the flood limit, when on, bounds what a client sends meanwhile.)
+//! without a cap: a hold lasts until the register answers, after the requests queued
+//! before, each bounded by its 1 s timeouts: usually one round trip; the flood limit,
+//! when on, bounds what a client sends meanwhile.)
 //!
 //! When the link goes down, the pool is *in doubt*: Redis may come back empty, and the
 //! aliases in the pool would then be reserved no more. Until the register has checked
-//! them (reserved them again, on a live connection: a request with `check`), no alias
+//! them (reserved them again on a live connection, which it does each time it
+//! reconnects, before it asks for a resync, and for a request with `check`), no alias
 //! is taken from the pool; newcomers are held meanwhile (while linked) or get aliases
-//! drawn here (during the outage).
+//! drawn here (during the outage). (Left open: Redis restarted twice in a row, the
+//! resync request of the first reconnection reaching the dispatcher after the link's
+//! second fall; the register's next command finds the connection dead and checks again.)
 //!
 //! The register answers every request for aliases. If it could reserve none (Redis
 //! unreachable or failing, the name space full), if it cannot be asked (its queue is
@@ -138,6 +142,14 @@ impl DispatcherState {
         } else {
             // None could be reserved: as during an outage.
             self.greet_all_held(table);
+        }
+    }
+
+    /// The register reconnected (or was declared lost) and reserved the pool again
+    /// before it asked for this resync: the pool is no longer in doubt.
+    pub(super) fn pool_checked(&mut self) {
+        if let Some(link) = self.cluster.as_mut() {
+            link.held.pool_in_doubt = false;
         }
     }
 

@@ -130,7 +130,10 @@ impl DispatcherState {
         match event {
             ClusterEvent::Claimed { id, nick, won } => self.claimed(table, id, nick, won),
             ClusterEvent::Aliases { ready } => self.aliases_reserved(table, ready),
-            ClusterEvent::ResyncWanted => self.resync(table),
+            ClusterEvent::ResyncWanted => {
+                self.pool_checked();
+                self.resync(table);
+            }
             ClusterEvent::Roster { id, list, nodes } => self.roster(table, id, list, nodes),
             _ => {}
         }
