@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::outputs::Client;
 use super::DispatcherState;
+use crate::alias::PLAIN_ATTEMPTS;
 use crate::clock::format_utc;
 use crate::event::{ChatEvent, ClientId, CloseReason};
 use crate::outbox::Outbox;
@@ -65,7 +66,15 @@ impl DispatcherState {
         if let Some(alias) = self.reserved_alias(table, id) {
             return alias;
         }
-        let first = crate::alias::first_attempt(table.user_count());
+        // In cluster mode, drawing here is the fallback (an outage): a numbered alias,
+        // one of 23 million, so that its claim after the fact practically never finds it
+        // taken (the other nodes' reservations alone hold hundreds of the 2,304 plain
+        // ones). On a single node, plain ones first unless the server is crowded.
+        let first = if self.draws_numbered() {
+            PLAIN_ATTEMPTS
+        } else {
+            crate::alias::first_attempt(table.user_count())
+        };
         for attempt in first..first + 64 {
             let candidate = self.aliases.candidate(attempt);
             if table.nick_owner(&candidate).is_none() && !self.nick_being_claimed(id, &candidate) {

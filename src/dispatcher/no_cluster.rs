@@ -73,6 +73,12 @@ impl DispatcherState {
     #[inline(always)]
     pub(super) fn greet_all_held(&mut self, _table: &mut UserTable) {}
 
+    /// Aliases drawn here are plain ones first (`QuietOtter`).
+    #[inline(always)]
+    pub(super) fn draws_numbered(&self) -> bool {
+        false
+    }
+
     /// No register to tell about a new user, a move or a departure.
     #[inline(always)]
     pub(super) fn register_user(&mut self, _id: ClientId, _nick: &str, _room: &str) {}

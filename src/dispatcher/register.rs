@@ -81,7 +81,14 @@ impl DispatcherState {
         None
     }
 
-    /// A new local user, with an alias given at once: claimed after the fact.
+    /// Whether an alias drawn here (not reserved: an outage) is a numbered one: yes in
+    /// cluster mode (see `fresh_alias`).
+    pub(super) fn draws_numbered(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// A new local user (or one given a fresh alias): claimed in the register, which
+    /// records them and their room (an alias reserved ahead is theirs already).
     pub(super) fn register_user(&mut self, id: ClientId, nick: &str, room: &str) {
         self.tell_register(|| Request::Claim {
             id,
