@@ -14,7 +14,8 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use common::broker::{
-    await_link, linked_node, start_node, start_node_with, two_linked_nodes, NodeProcess, Redis,
+    await_link, linked_node, start_node, start_node_with, start_node_with_pool, two_linked_nodes,
+    NodeProcess, Redis,
 };
 use common::{Client, PATIENCE};
 use underworld_line::cluster::registry::ALIAS_POOL;
@@ -492,7 +493,9 @@ fn after_an_outage_nodes_register_again_without_ghosts_or_duplicates() {
     // One of the two keeps the nick; the other is renamed.
     let start = Instant::now();
     let users = loop {
-        let lines = list(&mut alice, "/users");
+        // Asked by carol, never renamed: `list` skips every other line, and would
+        // swallow the `NICK` of whichever of alice and bob is renamed.
+        let lines = list(&mut carol, "/users");
         let nicks: BTreeSet<String> = lines
             .iter()
             .filter_map(|l| l.strip_prefix("USER "))
@@ -799,43 +802,246 @@ fn history_is_cluster_wide_and_meets_the_live_lines() {
     assert_eq!(numbers, expected, "dave's m-lines, HIST then live");
 }
 
-/// Random aliases never collide across nodes: each node greets its new users with
-/// aliases it reserved in the register ahead of time (nobody, on any node, can hold or
-/// take them). Sixty users on two nodes, from a space of 2,304 plain aliases: every
-/// alias differs by its look, and nobody is renamed afterwards.
+/// Random aliases never collide across nodes, even in a burst: 200 users arrive at once
+/// on each of two nodes, far more than a pool held between two refills before (32: the
+/// rest drew their aliases themselves, claimed them after the fact, and were renamed
+/// with a `NICK` line when a user or a reservation of the other node had the same one).
+/// Every alias differs by its look across both nodes, every one is registered for its
+/// own node as it was given in `HELLO`, and nobody sees a `NICK` for their own alias.
 #[test]
 fn random_aliases_never_collide_across_nodes() {
     let redis = Redis::start();
     let (a, b) = two_linked_nodes(&redis);
-    // Each node's pool is full (a look inside the register, to make the test exact).
-    let mut raw = redis.connect().expect("a raw Redis client");
-    let pool = underworld_line::cluster::registry::ALIAS_POOL;
-    common::eventually("both nodes reserved their aliases", || {
-        ["node-a", "node-b"].iter().all(|node| {
-            redis::cmd("HLEN")
-                .arg(format!("underworld-line:reserved:{node}"))
-                .query::<usize>(&mut raw)
-                .is_ok_and(|n| n == pool)
-        })
+    let arrivals = burst(&[a.local_addr(), b.local_addr()], 200);
+    assert_aliases_unique_and_kept(&redis, &["node-a", "node-b"], arrivals);
+}
+
+/// A burst larger than the pool: with 4 aliases reserved ahead per node, most of 100
+/// users per node arrive to an empty pool. Their greeting waits until the register has
+/// reserved more (nobody gets an alias drawn by the node itself), and the lines they
+/// sent before their `HELLO` are answered after it, in order.
+#[test]
+fn a_burst_beyond_the_pool_waits_for_aliases_and_keeps_early_lines() {
+    let redis = Redis::start();
+    let a = start_node_with_pool(&redis.url(), "node-a", 4);
+    let b = start_node_with_pool(&redis.url(), "node-b", 4);
+    await_link(&a, true);
+    await_link(&b, true);
+    let arrivals = burst(&[a.local_addr(), b.local_addr()], 100);
+    assert_aliases_unique_and_kept(&redis, &["node-a", "node-b"], arrivals);
+}
+
+/// Redis restarted empty (it keeps nothing on disk here): the aliases a node had
+/// reserved ahead are no longer reserved, and another node could take them. So when the
+/// node reconnects it reserves again the ones still in its pool, before it gives any,
+/// instead of handing out aliases that are no longer its own.
+#[test]
+fn a_node_reserves_its_pool_again_after_redis_comes_back_empty() {
+    let mut redis = Redis::start();
+    let port = redis.url().rsplit(':').next().unwrap().parse().unwrap();
+    let a = linked_node(&redis, "node-a");
+    let reserved = |redis: &Redis| -> BTreeSet<String> {
+        let mut raw = redis.connect().expect("a raw Redis client");
+        redis::cmd("HKEYS")
+            .arg("underworld-line:reserved:node-a")
+            .query(&mut raw)
+            .unwrap()
+    };
+    common::eventually("a full pool", || reserved(&redis).len() == ALIAS_POOL);
+    let before = reserved(&redis);
+    redis.stop();
+    await_link(&a, false);
+    let redis = Redis::start_on(port);
+    await_link(&a, true);
+    common::eventually("the same pool, reserved again", || {
+        reserved(&redis) == before
     });
-    let mut clients = Vec::new();
-    for _ in 0..30 {
-        clients.push(Client::connect(a.local_addr()));
-        clients.push(Client::connect(b.local_addr()));
-    }
-    let looks: BTreeSet<String> = clients
+    let mut raw = redis.connect().expect("a raw Redis client");
+    let owners: Vec<Option<String>> = before
         .iter()
-        .map(|c| underworld_line::text::nick_key(&c.nick))
+        .map(|look| {
+            redis::cmd("HGET")
+                .arg("underworld-line:nicks")
+                .arg(look)
+                .query(&mut raw)
+                .unwrap()
+        })
         .collect();
-    assert_eq!(looks.len(), clients.len(), "two users got one alias");
-    for client in &mut clients {
-        let renamed = format!("NICK {} ", client.nick);
-        let seen = client.sync();
-        assert!(
-            !seen.iter().any(|l| l.starts_with(&renamed)),
-            "{} was renamed: {seen:?}",
-            client.nick
+    assert!(owners
+        .iter()
+        .all(|owner| owner.as_deref() == Some("node-a")));
+}
+
+/// The alias refill backs off: once a batch of reservations fails, the next one waits
+/// for the next beat instead of following every request to the register (each one a
+/// round trip spent for nothing, ahead of the claims waiting behind it). Here the node's
+/// reservations key has the wrong type (anyone with access to Redis can do that), so
+/// every batch fails. (The other cause of the same back-off, a batch that finds every
+/// candidate taken, cannot be brought about by a test: it would take 23 million
+/// names.) Counted by Redis itself, not timed: the reservation script is the only
+/// command of the register that runs `HSETNX` (once per failed batch), and each beat
+/// reads the set of nodes twice (`SMEMBERS`). While a user renames 50 times (three
+/// requests to the register each), there is about one batch per beat, not one per
+/// request.
+#[test]
+fn the_alias_refill_waits_a_beat_after_a_failed_batch() {
+    let redis = Redis::start();
+    let mut raw = redis.connect().expect("a raw Redis client");
+    redis::cmd("SET")
+        .arg("underworld-line:reserved:node-a")
+        .arg("not a hash")
+        .query::<()>(&mut raw)
+        .unwrap();
+    let a = linked_node(&redis, "node-a");
+    // No alias can be reserved: greeted with one drawn by the node (after the register
+    // said so), as during an outage.
+    let mut user = Client::connect(a.local_addr());
+    let before = command_calls(&mut raw);
+    for n in 0..50 {
+        let nick = format!("n{n}");
+        user.send(&format!("/nick {nick}"));
+        user.expect(&format!("NICK {} {nick}", user.nick));
+        user.nick = nick;
+    }
+    let after = command_calls(&mut raw);
+    let batches = after.0 - before.0;
+    let beats = (after.1 - before.1) / 2;
+    assert!(
+        batches <= beats + 2,
+        "{batches} reservation batches in {beats} beats"
+    );
+}
+
+/// How many times Redis ran `HSETNX` and `SMEMBERS` so far (scripts' commands included).
+fn command_calls(raw: &mut redis::Connection) -> (u64, u64) {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(raw).unwrap();
+    let calls = |command: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    (calls("hsetnx"), calls("smembers"))
+}
+
+/// A user of a burst: which node (an index into the burst's addresses), and its client.
+struct Arrival {
+    node: usize,
+    client: Client,
+}
+
+/// `per_node` clients connect to each of `addrs` at once (4 threads per node, started
+/// together). Each sends `/ping early-1` and `/ping early-2` before reading anything;
+/// its first line must be `HELLO`, then come its `JOIN lobby` and both `PONG`s in order:
+/// lines sent before the greeting are neither lost nor answered before it, nor
+/// reordered. (Its `JOIN` comes back through Redis, so a `PONG` may come before it, as
+/// for any line a user of a node in a cluster sends before their `JOIN` is back.)
+fn burst(addrs: &[std::net::SocketAddr], per_node: usize) -> Vec<Arrival> {
+    const THREADS: usize = 4;
+    let start = std::sync::Barrier::new(addrs.len() * THREADS);
+    std::thread::scope(|scope| {
+        let mut threads = Vec::new();
+        for (node, &addr) in addrs.iter().enumerate() {
+            for _ in 0..THREADS {
+                let start = &start;
+                threads.push(scope.spawn(move || {
+                    start.wait();
+                    let mut clients: Vec<Client> = (0..per_node / THREADS)
+                        .map(|_| {
+                            let mut client = Client::connect_raw(addr);
+                            client.send("/ping early-1");
+                            client.send("/ping early-2");
+                            client
+                        })
+                        .collect();
+                    for client in &mut clients {
+                        client.nick = common::nick_of_hello(&client.line());
+                        let seen = greeting(client);
+                        assert_not_renamed(client, &seen);
+                    }
+                    clients
+                        .into_iter()
+                        .map(|client| Arrival { node, client })
+                        .collect::<Vec<_>>()
+                }));
+            }
+        }
+        threads
+            .into_iter()
+            .flat_map(|thread| thread.join().expect("a burst thread"))
+            .collect()
+    })
+}
+
+/// The lines after `HELLO` up to the client's own `JOIN lobby` and both `PONG`s;
+/// `PONG early-1` must come before `PONG early-2`.
+fn greeting(client: &mut Client) -> Vec<String> {
+    let join = format!("JOIN lobby {}", client.nick);
+    let (first, second) = ("PONG early-1", "PONG early-2");
+    let mut seen: Vec<String> = Vec::new();
+    // Bounded: every other user's `JOIN` and `NICK` at most, a few times over.
+    for _ in 0..10_000 {
+        if seen.contains(&join) && seen.iter().any(|line| line == second) {
+            break;
+        }
+        seen.push(client.line());
+    }
+    let at = |wanted: &str| seen.iter().position(|line| line == wanted);
+    assert!(at(&join).is_some(), "{}: no {join}: {seen:?}", client.nick);
+    assert!(
+        at(first).is_some() && at(first) < at(second),
+        "{}: the early lines were lost or reordered: {seen:?}",
+        client.nick
+    );
+    seen
+}
+
+fn assert_not_renamed(client: &Client, seen: &[String]) {
+    let renamed = format!("NICK {} ", client.nick);
+    assert!(
+        !seen.iter().any(|line| line.starts_with(&renamed)),
+        "{} was renamed: {seen:?}",
+        client.nick
+    );
+}
+
+/// Every alias of `arrivals` differs by its look; once the register holds all of them
+/// (each claim answered), each is registered for its own node under the alias it was
+/// greeted with (a user renamed after the fact would be registered under another), and
+/// nobody has seen a `NICK` line for their own alias.
+fn assert_aliases_unique_and_kept(redis: &Redis, nodes: &[&str], mut arrivals: Vec<Arrival>) {
+    use underworld_line::text::nick_key;
+    let looks: BTreeSet<String> = arrivals.iter().map(|a| nick_key(&a.client.nick)).collect();
+    assert_eq!(looks.len(), arrivals.len(), "two users got one alias");
+    let mut raw = redis.connect().expect("a raw Redis client");
+    let registered = |raw: &mut redis::Connection| -> usize {
+        nodes
+            .iter()
+            .map(|node| {
+                redis::cmd("HLEN")
+                    .arg(format!("underworld-line:users:{node}"))
+                    .query::<usize>(raw)
+                    .unwrap()
+            })
+            .sum()
+    };
+    common::eventually("every user registered", || {
+        registered(&mut raw) == arrivals.len()
+    });
+    for arrival in &mut arrivals {
+        let nick = arrival.client.nick.clone();
+        let entry: Option<String> = redis::cmd("HGET")
+            .arg(format!("underworld-line:users:{}", nodes[arrival.node]))
+            .arg(nick_key(&nick))
+            .query(&mut raw)
+            .unwrap();
+        assert_eq!(
+            entry,
+            Some(format!("{nick} lobby")),
+            "{nick} is not registered"
         );
+        let seen = arrival.client.sync();
+        assert_not_renamed(&arrival.client, &seen);
     }
 }
 

@@ -95,6 +95,10 @@ pub struct ClusterConfig {
     pub redis_url: String,
     /// This node's name, unique in the cluster (see [`wire::validate_node_name`]).
     pub node: String,
+    /// How many aliases the node keeps reserved ahead for its next users
+    /// ([`registry::ALIAS_POOL`] by default; at least 2). A new user who finds none
+    /// ready waits for their greeting until the register has reserved more.
+    pub alias_pool: usize,
 }
 
 impl ClusterConfig {
@@ -103,6 +107,7 @@ impl ClusterConfig {
         ClusterConfig {
             redis_url: redis_url.to_string(),
             node: random_node_name(),
+            alias_pool: registry::ALIAS_POOL,
         }
     }
 
@@ -132,6 +137,7 @@ impl std::fmt::Debug for ClusterConfig {
         f.debug_struct("ClusterConfig")
             .field("broker", &self.broker())
             .field("node", &self.node)
+            .field("alias_pool", &self.alias_pool)
             .finish()
     }
 }
@@ -195,6 +201,14 @@ pub enum ClusterEvent {
         nick: String,
         /// Won, lost, or unknown.
         won: Option<bool>,
+    },
+    /// The answer to a request for aliases (`Request::Aliases`): `ready`, the pool has
+    /// aliases now; otherwise none could be reserved (Redis unreachable or failing, or
+    /// the alias space full), and the dispatcher draws its new users' aliases itself,
+    /// claimed after the fact.
+    Aliases {
+        /// Whether there are aliases to take.
+        ready: bool,
     },
     /// The register thread has (re)connected: it needs every local user, to register
     /// them again (after an outage, the register may have lost them all).
@@ -298,7 +312,8 @@ impl Bridge {
         };
         let pub_stats = Arc::clone(&stats);
         let (requests, to_register) = crossbeam_channel::bounded(PUBLISH_QUEUE);
-        let (pool, aliases) = crossbeam_channel::bounded(registry::ALIAS_POOL);
+        let (pool, aliases) = crossbeam_channel::bounded(config.alias_pool.max(2));
+        let left = aliases.clone();
         let registry = {
             let (client, events, stop, node) = (
                 client.clone(),
@@ -313,7 +328,7 @@ impl Bridge {
                         &client,
                         &node,
                         to_register,
-                        &pool,
+                        (&pool, &left),
                         &events,
                         &stop,
                         &stats,
@@ -355,6 +370,11 @@ impl Bridge {
     /// An alias reserved across the cluster for a new user, if one is ready.
     pub(crate) fn reserved_alias(&self) -> Option<String> {
         self.aliases.try_recv().ok()
+    }
+
+    /// How many aliases the pool holds at most.
+    pub(crate) fn alias_pool(&self) -> usize {
+        self.aliases.capacity().unwrap_or(0)
     }
 
     /// Whether the register thread's queue has room now.

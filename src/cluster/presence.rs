@@ -12,7 +12,7 @@
 //! | `underworld-line:nicks` | hash | a nick's look ([`nick_key`]) → the node whose user holds it |
 //! | `underworld-line:users:<node>` | hash | a nick's look → `<nick> <room>`, for each user of that node |
 //! | `underworld-line:reserved:<node>` | hash | a nick's look → the alias the node reserved for its next users |
-//! //! | `underworld-line:lost:<node>` | string with a TTL | the node was declared lost: if it comes back, it announces its users again |
+//! | `underworld-line:lost:<node>` | string with a TTL | the node was declared lost: if it comes back, it announces its users again |
 //!
 //! Claims, releases and clean-ups are Lua scripts (`EVAL`): Redis runs each one whole,
 //! with nothing in between, so two nodes claiming one nick at once cannot both win, and a
@@ -73,13 +73,28 @@ redis.call('HDEL', KEYS[3], ARGV[2])
 return 1
 ";
 
-/// Reserves a nick nobody holds (not even this node's users) for a future user of
-/// `node`: an alias it can give at once. KEYS: nicks, reserved:node. ARGV: node, key,
-/// nick.
-const RESERVE: &str = r"
-if redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-return 1
+/// Reserves, in one step, each candidate nobody holds (not even this node's users) for
+/// a future user of `node`: aliases it can give at once. One script for a whole batch,
+/// so that filling the pool costs one round trip, not one per alias (a claim waiting
+/// behind the refill waits for one round trip at most). With `again` = 1, a candidate
+/// this node has reserved already counts as won too (the pool checked again after a
+/// reconnection). Returns the candidates won.
+/// KEYS: nicks, reserved:node. ARGV: node, again (0 or 1), then key, nick for each
+/// candidate.
+const RESERVE_MANY: &str = r"
+local won = {}
+for i = 3, #ARGV, 2 do
+  local ok = redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[1]) == 1
+  if not ok and ARGV[2] == '1' then
+    ok = redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[1]
+      and redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1
+  end
+  if ok then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+    table.insert(won, ARGV[i + 1])
+  end
+end
+return won
 ";
 
 /// Frees a nick, if this node holds it. KEYS: nicks, users:node. ARGV: node, key.
@@ -206,15 +221,25 @@ pub fn claim(con: &mut Connection, node: &str, nick: &str, room: &str) -> RedisR
         .map(|won| won == 1)
 }
 
-/// Reserves `nick` for a future user of `node`, if nobody holds it: true if it did.
-pub fn reserve(con: &mut Connection, node: &str, nick: &str) -> RedisResult<bool> {
+/// Reserves for future users of `node` each of `candidates` that nobody holds (`again`:
+/// or that `node` reserved already), in one round trip: the ones it won, in their order.
+pub fn reserve_many(
+    con: &mut Connection,
+    node: &str,
+    candidates: &[String],
+    again: bool,
+) -> RedisResult<Vec<String>> {
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
     let reserved = reserved_key(node);
-    eval(RESERVE, &[NICKS, &reserved])
-        .arg(node)
-        .arg(nick_key(nick))
-        .arg(nick)
-        .query::<i64>(con)
-        .map(|won| won == 1)
+    let mut cmd = eval(RESERVE_MANY, &[NICKS, &reserved]);
+    cmd.arg(node).arg(u8::from(again));
+    for nick in candidates {
+        cmd.arg(nick_key(nick)).arg(nick);
+    }
+    let won: Vec<Bytes> = cmd.query(con)?;
+    Ok(text(won))
 }
 
 /// Gives back every alias reserved for `node`'s next users: how many there were.

@@ -11,8 +11,9 @@
 //!   node's users: the same read as a user's `/users`; if that is ever measured to cost
 //!   too much at tens of thousands of users, per-node room counts kept in the register
 //!   would make it a read of a few fields);
-//! - **aliases reserved ahead**, [`ALIAS_POOL`] of them, so that a new user's alias is
-//!   theirs across the cluster from their first line;
+//! - **aliases reserved ahead**, [`ALIAS_POOL`] of them by default, so that a new
+//!   user's alias is theirs across the cluster from their first line (see *Aliases*
+//!   below);
 //! - **finding lost nodes**, at each beat: a registered node whose heartbeat has stopped
 //!   (killed, frozen, or cut off from Redis) is cleaned up in one script (`presence::reap`): its
 //!   users' `LEAVE <room> <nick> node lost` lines are published for every node's rooms,
@@ -24,6 +25,20 @@
 //! then follows the local rules alone), and the rest waits for the resync: each time
 //! the thread connects, it asks the dispatcher for every local user
 //! ([`ClusterEvent::ResyncWanted`]) and registers them all again.
+//!
+//! **Aliases.** The pool is topped up a batch of candidates per round trip (one script,
+//! `presence::reserve_many`), never one alias per round trip: with one thread for
+//! everything, every round trip spent on the pool is a round trip a waiting claim (a
+//! `/nick`) waits behind, and on a starved machine each round trip costs two thread
+//! wake-ups. So the refill goes on only while no request is waiting, except for one
+//! batch at a time once the pool is below half full (a burst of arrivals, each one a
+//! claim, must not starve it): a request waits behind one round trip of refill at
+//! most. Plain aliases (`QuietOtter`) are tried first; once fewer than half of a batch
+//! of them are free, numbered ones (`QuietOtter417`), until the next beat. If even a
+//! batch of numbered ones is all taken (a name space that full), or the batch fails,
+//! the refill waits for the next beat instead of trying again after every request.
+//! When the dispatcher has run out of aliases and holds new users' greetings, it asks
+//! for more (`Request::Aliases`) and is answered at once ([`ClusterEvent::Aliases`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,6 +119,13 @@ pub(crate) enum Request {
         /// Where the answer goes: the nick that matched.
         done: Sender<Result<String, OperatorError>>,
     },
+    /// The dispatcher holds new users' greetings until the pool has aliases: reserve
+    /// some now, and answer with [`ClusterEvent::Aliases`]. `check`: first reserve again
+    /// what is left in the pool (the link was down: Redis may have come back empty).
+    Aliases {
+        /// Whether to check the pool first.
+        check: bool,
+    },
     /// Who is online on every live node, for a list command of local user `id`.
     Roster {
         /// Who asked.
@@ -129,15 +151,24 @@ pub(crate) enum Answer {
     Operator(Sender<Result<String, OperatorError>>),
 }
 
-/// Aliases reserved ahead for new users: a new user gets one at once, and it is
-/// already theirs across the cluster.
-pub const ALIAS_POOL: usize = 32;
+/// Aliases reserved ahead for new users, by default
+/// ([`ClusterConfig::alias_pool`](super::ClusterConfig::alias_pool)): a new user gets one
+/// at once, and it is already theirs across the cluster. Hundreds, so that a burst of
+/// arrivals rarely finds the pool empty (its greeting would then wait a round trip).
+pub const ALIAS_POOL: usize = 256;
+
+/// Most candidates tried in one round trip when the pool is topped up: a few
+/// milliseconds of Redis's time at most, so that nothing else waits long behind it.
+const RESERVE_BATCH: usize = 128;
 
 struct Registry<'a> {
     client: &'a redis::Client,
     node: &'a str,
     /// Where reserved aliases go; the dispatcher takes them without waiting.
     pool: &'a Sender<String>,
+    /// The same pool, read from this side: after a reconnection, what is left in it is
+    /// taken back and reserved again ([`Registry::reserve_pool_again`]).
+    left: &'a Receiver<String>,
     aliases: AliasGenerator,
     events: &'a Sender<Event>,
     stop: &'a AtomicBool,
@@ -156,8 +187,12 @@ struct Registry<'a> {
     /// who left meanwhile are then found here, and the other nodes' rooms see them leave.
     registered: HashMap<String, Entry>,
     /// When the pool may next be refilled, after a refill found every candidate taken
-    /// (the alias space is nearly full): once a beat, not after every request.
+    /// (the alias space is nearly full) or could not reserve: once a beat, not after
+    /// every request.
     refill_after: Option<Instant>,
+    /// Whether the next batch tries plain aliases (`QuietOtter`) rather than numbered
+    /// ones: until a batch finds most plain ones taken, and again from the next beat.
+    plain_first: bool,
     /// `--announce-max`, for the lines this thread publishes (`announce.rs`).
     announce_max: usize,
     /// The other nodes' room sizes as last sent to the dispatcher.
@@ -180,7 +215,7 @@ pub(super) fn run(
     client: &redis::Client,
     node: &str,
     requests: Receiver<Request>,
-    pool: &Sender<String>,
+    (pool, left): (&Sender<String>, &Receiver<String>),
     events: &Sender<Event>,
     stop: &AtomicBool,
     stats: &Stats,
@@ -191,6 +226,7 @@ pub(super) fn run(
         client,
         node,
         pool,
+        left,
         aliases: AliasGenerator::new(),
         events,
         stop,
@@ -200,6 +236,7 @@ pub(super) fn run(
         failing: false,
         released_old_reservations: false,
         refill_after: None,
+        plain_first: true,
         registered: HashMap::new(),
         announce_max,
         room_sizes: HashMap::new(),
@@ -221,13 +258,15 @@ pub(super) fn run(
             // register and the other nodes saw them leave. Register them again and
             // announce them, exactly as after a reconnect.
             log::warn!("cluster-reg: this node was declared lost: registering its users again");
+            // Its reservations were freed with it: reserved again first.
+            registry.reserve_pool_again();
             tell_dispatcher(events, stop, ClusterEvent::ResyncWanted);
         }
         if Instant::now() >= next_beat {
             registry.beat();
             next_beat = Instant::now() + BEAT;
         }
-        registry.refill_pool();
+        registry.refill_pool(&requests);
     }
     // No beat after this: the node leaves the register for good.
     drop(heartbeat.stop);
@@ -251,6 +290,9 @@ impl Registry<'_> {
                         self.failing = false;
                     }
                     self.connection = Some(connection);
+                    // First: the dispatcher takes the resync request as "the pool is
+                    // checked" (`held.rs`).
+                    self.reserve_pool_again();
                     tell_dispatcher(self.events, self.stop, ClusterEvent::ResyncWanted);
                 }
                 Err(e) => self.failed(&e),
@@ -380,6 +422,16 @@ impl Registry<'_> {
                     None => Err(OperatorError::NoSuchUser(nick)),
                 };
                 let _ = done.send(result);
+            }
+            Request::Aliases { check } => {
+                // Not behind the back-off: a user waits for this answer. It is the
+                // batch itself that is skipped while the back-off lasts.
+                if check {
+                    self.reserve_pool_again();
+                }
+                let won = self.reserve_batch();
+                let ready = won > 0 || !self.pool.is_empty();
+                tell_dispatcher(self.events, self.stop, ClusterEvent::Aliases { ready });
             }
             Request::Roster { id, list } => {
                 let nodes = self.with(|con, _| presence::live_nodes(con));
@@ -512,46 +564,105 @@ impl Registry<'_> {
         }
     }
 
-    /// Reserves aliases until the pool is full (only while connected: an outage's
-    /// new users get their aliases the other way, claimed after the fact).
-    fn refill_pool(&mut self) {
-        if self
-            .refill_after
-            .is_some_and(|after| Instant::now() < after)
-        {
+    /// Tops the pool up: while no request is waiting, batch after batch until it is
+    /// full; and once it is below half full, one batch even if requests wait, so that a
+    /// burst of arrivals (each one a claim) cannot starve it (see the module's
+    /// *Aliases*). During an outage the batch fails (or the back-off of reconnection
+    /// says not yet) and the next try waits a beat: an outage's new users get their
+    /// aliases the other way, claimed after the fact.
+    fn refill_pool(&mut self, requests: &Receiver<Request>) {
+        let size = self.pool.capacity().unwrap_or(0);
+        if self.pool.len() * 2 < size && self.reserve_batch() == 0 {
             return;
         }
+        while !self.pool.is_full() && requests.is_empty() && self.reserve_batch() > 0 {}
+    }
+
+    /// One round trip: reserves up to [`RESERVE_BATCH`] of the aliases the pool lacks
+    /// and puts those won in it. Returns how many it won: 0 when Redis cannot be
+    /// reached, in back-off, with a full pool, or when every candidate was taken.
+    /// (It connects if need be: the dispatcher's first request for aliases may come
+    /// before the first beat has connected.)
+    fn reserve_batch(&mut self) -> usize {
+        if self.refill_after.is_some_and(|t| Instant::now() < t) {
+            return 0;
+        }
         self.refill_after = None;
-        let mut taken_in_a_row = 0;
-        while self.connection.is_some() && !self.pool.is_full() && taken_in_a_row < 16 {
-            // Plain aliases first (`QuietOtter`); numbered ones once plain ones are taken.
-            let attempt = if taken_in_a_row < 4 {
-                0
-            } else {
-                PLAIN_ATTEMPTS
-            };
-            let alias = self.aliases.candidate(attempt);
-            match self.with(|con, node| presence::reserve(con, node, &alias)) {
-                Some(true) => {
-                    taken_in_a_row = 0;
-                    if self.pool.try_send(alias).is_err() {
-                        return; // full after all, or the dispatcher is gone
-                    }
-                }
-                Some(false) => taken_in_a_row += 1,
-                None => return,
+        let missing = self.pool.capacity().unwrap_or(0) - self.pool.len();
+        let attempt = if self.plain_first { 0 } else { PLAIN_ATTEMPTS };
+        // Each look once: a duplicate would only cost a slot of the batch.
+        let mut looks = HashSet::new();
+        let candidates: Vec<String> = (0..missing.min(RESERVE_BATCH))
+            .map(|_| self.aliases.candidate(attempt))
+            .filter(|alias| looks.insert(nick_key(alias)))
+            .collect();
+        if candidates.is_empty() {
+            return 0;
+        }
+        let reserved = self.with(|con, node| presence::reserve_many(con, node, &candidates, false));
+        let Some(won) = reserved else {
+            // Redis failed, or answered an error (a key of the wrong type): not again
+            // after every request.
+            self.refill_after = Some(Instant::now() + BEAT);
+            return 0;
+        };
+        if won.len() * 2 < candidates.len() {
+            if self.plain_first {
+                // Plain aliases are running out: numbered ones until the next beat.
+                self.plain_first = false;
+            } else if won.is_empty() {
+                // Every candidate was taken: the alias space is (nearly) full. Try
+                // again at the next beat, not after every request.
+                self.refill_after = Some(Instant::now() + BEAT);
             }
         }
-        if taken_in_a_row >= 16 {
-            // Every candidate was taken: the alias space is (nearly) full. Try again at
-            // the next beat, not after every request (16 round trips each time).
-            self.refill_after = Some(Instant::now() + BEAT);
+        let count = won.len();
+        for alias in won {
+            // Only this thread fills the pool, so it has room; it fails only if the
+            // dispatcher is gone. (What is not handed over stays reserved until the
+            // node leaves the register, which frees it.)
+            if self.pool.try_send(alias).is_err() {
+                break;
+            }
+        }
+        count
+    }
+
+    /// After a reconnection: the aliases still in the pool were reserved before it, and
+    /// Redis may have come back empty (it keeps nothing on disk here) or forgotten this
+    /// node (declared lost), so another node may take them now. They are taken back and
+    /// reserved again in one script; any another node holds by now is dropped, never
+    /// given. If Redis fails again right away, they are dropped too: the pool is
+    /// refilled with fresh ones. Either way, afterwards the pool holds only aliases
+    /// reserved on the connection of now. Also done when the dispatcher asks for it
+    /// (`Request::Aliases { check: true }`): it stops taking aliases from the pool when
+    /// its link goes down, until a check has been done.
+    fn reserve_pool_again(&mut self) {
+        let left: Vec<String> = self.left.try_iter().collect();
+        if left.is_empty() {
+            return;
+        }
+        let Some(kept) = self.with(|con, node| presence::reserve_many(con, node, &left, true))
+        else {
+            return; // dropped: the pool is empty
+        };
+        if kept.len() < left.len() {
+            log::debug!(
+                "cluster-reg: {} of the aliases reserved before the reconnection are gone",
+                left.len() - kept.len()
+            );
+        }
+        for alias in kept {
+            if self.pool.try_send(alias).is_err() {
+                break;
+            }
         }
     }
 
     /// The count of nodes for `/stats`, then the search for lost nodes (the heartbeat
     /// itself is `cluster-beat`'s).
     fn beat(&mut self) {
+        self.plain_first = true;
         match self.with(|con, _| presence::census(con)) {
             Some(census) => *self.stats.cluster_nodes.lock() = census,
             None => self.stats.cluster_nodes.lock().clear(),

@@ -25,6 +25,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use super::announce::Announced;
+use super::held::Held;
 use super::listeners::Listeners;
 use super::recall::Recall;
 use super::register::Claims;
@@ -62,6 +63,8 @@ pub(super) struct Link {
     pub(super) resync_owed: bool,
     /// Joiners waiting for their room's history from Redis (`recall.rs`).
     pub(super) recall: Recall,
+    /// New users whose greeting waits for a reserved alias (`held.rs`).
+    pub(super) held: Held,
     /// Our lines handed to the publisher, oldest first, waiting to come back.
     pending: VecDeque<Pending>,
     listeners: Listeners,
@@ -140,6 +143,7 @@ impl Link {
             up: false,
             claims: Claims::default(),
             recall: Recall::default(),
+            held: Held::default(),
             resync_owed: false,
             pending: VecDeque::new(),
             listeners: Listeners::default(),
@@ -247,6 +251,8 @@ impl DispatcherState {
                 // Whatever was on its way will not come back to us.
                 self.settle_through(table, u64::MAX, false);
                 self.recall_locally(table, None);
+                // Nothing can be coordinated now: held users get aliases drawn here.
+                self.aliases_link_down(table);
             }
             ClusterEvent::Unpublished(seq) => {
                 self.settle_through(table, seq, false);
@@ -280,6 +286,7 @@ impl DispatcherState {
                 text,
             } => self.whispered(table, id, &to, matched, &text),
             register @ (ClusterEvent::Claimed { .. }
+            | ClusterEvent::Aliases { .. }
             | ClusterEvent::ResyncWanted
             | ClusterEvent::Roster { .. }) => self.on_register(table, register),
         }

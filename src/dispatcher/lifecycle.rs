@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::outputs::Client;
 use super::DispatcherState;
+use crate::alias::PLAIN_ATTEMPTS;
 use crate::clock::format_utc;
 use crate::event::{ChatEvent, ClientId, CloseReason};
 use crate::outbox::Outbox;
@@ -35,8 +36,15 @@ impl DispatcherState {
             self.begin_close(table, id, CloseReason::ServerShutdown);
             return;
         }
-        let nick = self.fresh_alias(table, id);
         log::info!("{id} connected");
+        let Some(nick) = self.new_user_alias(table, id) else {
+            return; // held until the register has an alias for them (`held.rs`)
+        };
+        self.greet(table, id, nick);
+    }
+
+    /// Greets a new client as `nick`: `HELLO`, the lobby, its history.
+    pub(super) fn greet(&mut self, table: &mut UserTable, id: ClientId, nick: String) {
         log::debug!("{id} is {nick}");
         table.add(id, nick.clone(), LOBBY);
         self.register_user(id, &nick, LOBBY);
@@ -58,7 +66,15 @@ impl DispatcherState {
         if let Some(alias) = self.reserved_alias(table, id) {
             return alias;
         }
-        let first = crate::alias::first_attempt(table.user_count());
+        // In cluster mode, drawing here is the fallback (an outage): a numbered alias,
+        // one of 23 million, so that its claim after the fact practically never finds it
+        // taken (the other nodes' reservations alone hold hundreds of the 2,304 plain
+        // ones). On a single node, plain ones first unless the server is crowded.
+        let first = if self.draws_numbered() {
+            PLAIN_ATTEMPTS
+        } else {
+            crate::alias::first_attempt(table.user_count())
+        };
         for attempt in first..first + 64 {
             let candidate = self.aliases.candidate(attempt);
             if table.nick_owner(&candidate).is_none() && !self.nick_being_claimed(id, &candidate) {

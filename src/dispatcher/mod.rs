@@ -27,6 +27,7 @@
 //! | `cluster.rs`, `listeners.rs` | cluster mode only (feature `redis`): room lines through the broker |
 //! | `register.rs` | cluster mode only: nicks claimed across the cluster, lists of every node's users |
 //! | `recall.rs` | cluster mode only: a joiner's history, from Redis, in the room's one order |
+//! | `held.rs` | cluster mode only: new users whose greeting waits for a reserved alias |
 //! | `remote.rs` | cluster mode only: whispers, notices and kicks that reach other nodes |
 
 use std::collections::{HashMap, VecDeque};
@@ -54,6 +55,8 @@ mod announce;
 #[cfg(feature = "redis")]
 mod cluster;
 mod commands;
+#[cfg(feature = "redis")]
+mod held;
 mod lifecycle;
 #[cfg(feature = "redis")]
 mod listeners;
@@ -306,22 +309,31 @@ impl DispatcherState {
         // `self`, leaving `self` free for the `&mut self` methods below.
         let shared = Arc::clone(&self.table);
         let mut table = shared.lock();
-        match event {
-            Event::Connected { id, transport } => self.connect(&mut table, id, transport),
-            Event::Command { id, command } => self.command(&mut table, id, command),
-            Event::Rejected { id, code, text } => self.error(id, code, &text),
-            Event::Fatal { id, reason } => self.begin_close(&mut table, id, reason),
-            Event::Closed { id } => self.closed(&mut table, id),
-            Event::Operator(request) => self.operator(&mut table, request),
-            Event::AcceptorStopped => self.acceptor_running = false,
-            Event::Shutdown => self.shutdown(&mut table),
-            #[cfg(feature = "redis")]
-            Event::Cluster(event) => self.on_cluster(&mut table, event),
-        }
+        self.dispatch(&mut table, event);
         // A broadcast may have overflowed some outboxes; closing them sends LEAVE
         // lines, which may overflow others, hence the loop.
         while let Some(id) = self.out.overflowed.pop() {
             self.begin_close(&mut table, id, CloseReason::TooSlow);
+        }
+    }
+
+    /// Handles one event, under the table's lock. (In cluster mode, an event from a
+    /// client whose greeting is held is kept for later: `held.rs`.)
+    fn dispatch(&mut self, table: &mut UserTable, event: Event) {
+        let Some(event) = self.held_back(event) else {
+            return;
+        };
+        match event {
+            Event::Connected { id, transport } => self.connect(table, id, transport),
+            Event::Command { id, command } => self.command(table, id, command),
+            Event::Rejected { id, code, text } => self.error(id, code, &text),
+            Event::Fatal { id, reason } => self.begin_close(table, id, reason),
+            Event::Closed { id } => self.closed(table, id),
+            Event::Operator(request) => self.operator(table, request),
+            Event::AcceptorStopped => self.acceptor_running = false,
+            Event::Shutdown => self.shutdown(table),
+            #[cfg(feature = "redis")]
+            Event::Cluster(event) => self.on_cluster(table, event),
         }
     }
 
@@ -354,6 +366,9 @@ impl DispatcherState {
         for id in ids {
             self.begin_close(table, id, CloseReason::ServerShutdown);
         }
+        // Clients whose greeting was held: never greeted now, and what they sent is
+        // handled as for any closing client.
+        self.greet_all_held(table);
     }
 
     /// Writes every outbox that got lines since the last write: one write each.

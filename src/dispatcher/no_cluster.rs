@@ -64,6 +64,28 @@ impl DispatcherState {
         None
     }
 
+    /// A new user's alias, drawn here at once (no greeting is ever held).
+    #[inline(always)]
+    pub(super) fn new_user_alias(&mut self, table: &mut UserTable, id: ClientId) -> Option<String> {
+        Some(self.fresh_alias(table, id))
+    }
+
+    /// No greeting is held, so no event is kept for later.
+    #[inline(always)]
+    pub(super) fn held_back(&mut self, event: crate::event::Event) -> Option<crate::event::Event> {
+        Some(event)
+    }
+
+    /// No greeting is held.
+    #[inline(always)]
+    pub(super) fn greet_all_held(&mut self, _table: &mut UserTable) {}
+
+    /// Aliases drawn here are plain ones first (`QuietOtter`).
+    #[inline(always)]
+    pub(super) fn draws_numbered(&self) -> bool {
+        false
+    }
+
     /// No register to tell about a new user, a move or a departure.
     #[inline(always)]
     pub(super) fn register_user(&mut self, _id: ClientId, _nick: &str, _room: &str) {}

@@ -8,11 +8,15 @@
 //! claiming one nick at once: Redis runs the claims one after the other, so exactly one
 //! wins; the other gets `ERR nick-taken`.
 //!
-//! A random alias is given at once (a new user cannot wait for Redis) and claimed
-//! after the fact: in the rare case that a user of another node drew the same alias
-//! first, the newcomer is renamed to a fresh one (`NICK`). The same happens, after an
-//! outage, to a user whose nick a user of another node took while the nodes could not
-//! see each other: whoever registers first keeps it.
+//! A new user's random alias, while the node is linked, is one the register thread
+//! reserved ahead: it is theirs across the cluster before they see it, so it never
+//! collides (when none is ready, their greeting waits for one: `held.rs`). It is still
+//! claimed once given, which records the user and their room. During an outage the
+//! alias is drawn here and claimed after the fact, when Redis is back: in the rare case
+//! that a user of another node drew the same alias, the newcomer is renamed to a fresh
+//! one (`NICK`). The same happens, after an outage, to a user whose nick a user of
+//! another node took while the nodes could not see each other: whoever registers first
+//! keeps it.
 //!
 //! While the register cannot be reached, its answers say so (`None`), and the local
 //! rules alone decide; every local user is registered again when it is back
@@ -59,12 +63,16 @@ impl DispatcherState {
         true
     }
 
-    /// An alias the register reserved for this node, free here too.
+    /// An alias the register reserved for this node, free here too (none while the
+    /// pool is in doubt, after the link went down: `held.rs`).
     pub(super) fn reserved_alias(&self, table: &UserTable, id: ClientId) -> Option<String> {
-        let link = self.cluster.as_ref()?;
-        // Bounded: the pool holds at most ALIAS_POOL. One a local user took meanwhile by
+        let link = self
+            .cluster
+            .as_ref()
+            .filter(|link| !link.held.pool_in_doubt())?;
+        // Bounded: the pool holds at most this many. One a local user took meanwhile by
         // `/nick` (the register let them: same node) is skipped, not released.
-        for _ in 0..crate::cluster::registry::ALIAS_POOL {
+        for _ in 0..link.bridge.alias_pool() {
             let alias = link.bridge.reserved_alias()?;
             if table.nick_owner(&alias).is_none() && !self.nick_being_claimed(id, &alias) {
                 return Some(alias);
@@ -73,7 +81,14 @@ impl DispatcherState {
         None
     }
 
-    /// A new local user, with an alias given at once: claimed after the fact.
+    /// Whether an alias drawn here (not reserved: an outage) is a numbered one: yes in
+    /// cluster mode (see `fresh_alias`).
+    pub(super) fn draws_numbered(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// A new local user (or one given a fresh alias): claimed in the register, which
+    /// records them and their room (an alias reserved ahead is theirs already).
     pub(super) fn register_user(&mut self, id: ClientId, nick: &str, room: &str) {
         self.tell_register(|| Request::Claim {
             id,
@@ -121,7 +136,11 @@ impl DispatcherState {
     pub(super) fn on_register(&mut self, table: &mut UserTable, event: ClusterEvent) {
         match event {
             ClusterEvent::Claimed { id, nick, won } => self.claimed(table, id, nick, won),
-            ClusterEvent::ResyncWanted => self.resync(table),
+            ClusterEvent::Aliases { ready } => self.aliases_reserved(table, ready),
+            ClusterEvent::ResyncWanted => {
+                self.pool_checked();
+                self.resync(table);
+            }
             ClusterEvent::Roster { id, list, nodes } => self.roster(table, id, list, nodes),
             _ => {}
         }

@@ -92,11 +92,27 @@ pub fn start_node(redis_url: &str, node: &str) -> Server {
     start_node_with(redis_url, node, test_config())
 }
 
+/// [`start_node`] keeping `alias_pool` aliases reserved ahead.
+pub fn start_node_with_pool(redis_url: &str, node: &str, alias_pool: usize) -> Server {
+    start_configured(redis_url, node, test_config(), alias_pool)
+}
+
 /// [`start_node`] with a config of the test's own.
-pub fn start_node_with(redis_url: &str, node: &str, mut config: underworld_line::Config) -> Server {
+pub fn start_node_with(redis_url: &str, node: &str, config: underworld_line::Config) -> Server {
+    let pool = underworld_line::cluster::registry::ALIAS_POOL;
+    start_configured(redis_url, node, config, pool)
+}
+
+fn start_configured(
+    redis_url: &str,
+    node: &str,
+    mut config: underworld_line::Config,
+    alias_pool: usize,
+) -> Server {
     config.cluster = Some(ClusterConfig {
         redis_url: redis_url.to_string(),
         node: node.to_string(),
+        alias_pool,
     });
     start_server(config)
 }
