@@ -284,6 +284,44 @@ pub fn open_files() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
+/// Whether the server has closed its side of `client`'s connection (IPv4), as the
+/// kernel shows it in `/proc/net/tcp`: the server's socket is gone or past
+/// `ESTABLISHED` on its way out (FIN-WAIT, CLOSING, LAST-ACK, TIME-WAIT, CLOSE).
+///
+/// Why not read the client to its end: a server that drops a client which stopped
+/// reading closes a socket with data queued, and its FIN waits behind that data, sent
+/// only when a zero-window probe finds the window open again. Those probes back off to
+/// minutes, so a test reading to the end can wait minutes for something already done.
+pub fn closed_by_server(client: &TcpStream) -> bool {
+    let (server, me) = (client.peer_addr().unwrap(), client.local_addr().unwrap());
+    let hex = |a: std::net::SocketAddr| match a {
+        std::net::SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        std::net::SocketAddr::V6(_) => panic!("closed_by_server: IPv4 only"),
+    };
+    let (local, remote) = (hex(server), hex(me));
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    // Fields: slot, local address, remote address, state (hexadecimal).
+    let state_of = |local: &str, remote: &str| {
+        table.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() > 3 && fields[1] == local && fields[2] == remote)
+                .then(|| fields[3].to_string())
+        })
+    };
+    // The client's own socket is open (we hold it): if it cannot be found, the
+    // addresses above are written wrong, and "not found" must not pass for "closed".
+    assert!(
+        state_of(&remote, &local).is_some(),
+        "{me} -> {server} is not in /proc/net/tcp"
+    );
+    let state = state_of(&local, &remote);
+    !matches!(state.as_deref(), Some("01") | Some("08"))
+}
+
 /// The path of an example's binary (`client`, `loadgen`, `embed`, `headless`), built
 /// once per test binary.
 ///
