@@ -37,6 +37,7 @@
 //! | [`history`] | room history in Redis, written and read with the room lines |
 //! | [`presence`] | the register in Redis: nicks, users, heartbeats (keys and scripts) |
 //! | `registry.rs` | the `cluster-reg` thread: claims, lost nodes, list queries |
+//! | `after_outage.rs` | the `LEAVE`s of users gone during an outage, held until the other nodes listen again |
 //! | `announce.rs` | `--announce-max` for the lines `cluster-reg` publishes (lost nodes) |
 //! | [`roster`] | the lists of every node's users, merged with this node's own table |
 //! | `heartbeat.rs` | the `cluster-beat` thread: this node's heartbeat, and nothing else |
@@ -59,6 +60,7 @@ use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 use crate::event::{ClientId, Event};
 use crate::stats::Stats;
 
+mod after_outage;
 mod announce;
 pub mod direct;
 mod heartbeat;

@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::{Connection, RedisResult};
 
+use super::after_outage::{self, AfterOutage};
 use super::announce::Audience;
 use super::direct::{self, Direct};
 use super::presence::{self, Entry};
@@ -190,6 +191,8 @@ struct Registry<'a> {
     /// (the alias space is nearly full) or could not reserve: once a beat, not after
     /// every request.
     refill_after: Option<Instant>,
+    /// The `LEAVE` lines of a resync, held until the other nodes listen again.
+    after_outage: AfterOutage,
     /// Whether the next batch tries plain aliases (`QuietOtter`) rather than numbered
     /// ones: until a batch finds most plain ones taken, and again from the next beat.
     plain_first: bool,
@@ -236,6 +239,7 @@ pub(super) fn run(
         failing: false,
         released_old_reservations: false,
         refill_after: None,
+        after_outage: AfterOutage::default(),
         plain_first: true,
         registered: HashMap::new(),
         announce_max,
@@ -243,7 +247,13 @@ pub(super) fn run(
     };
     let mut next_beat = Instant::now();
     loop {
-        match requests.recv_deadline(next_beat) {
+        // While lines wait for the other nodes to listen again, look more often.
+        let wake = if registry.after_outage.waiting() {
+            next_beat.min(Instant::now() + after_outage::ASK_EVERY)
+        } else {
+            next_beat
+        };
+        match requests.recv_deadline(wake) {
             Ok(request) => registry.handle(request),
             Err(RecvTimeoutError::Timeout) => {}
             // The dispatcher has stopped: this node leaves the cluster.
@@ -266,6 +276,7 @@ pub(super) fn run(
             registry.beat();
             next_beat = Instant::now() + BEAT;
         }
+        registry.publish_after_outage();
         registry.refill_pool(&requests);
     }
     // No beat after this: the node leaves the register for good.
@@ -337,6 +348,7 @@ impl Registry<'_> {
         }
         self.connection = None;
         self.backoff.failed();
+        self.after_outage.link_lost();
     }
 
     /// Runs `op` on the connection; `None` if there is none or it failed.
@@ -512,7 +524,10 @@ impl Registry<'_> {
             })
             .collect();
         let audience = self.audience(node, &present);
-        self.with(|con, _| publish_leaves(con, node, &gone, NODE_LOST, &audience));
+        // Not published at once: after an outage, the other nodes may not listen yet.
+        let leaves = leave_lines(node, &gone, NODE_LOST, &audience);
+        self.after_outage.hold(leaves, Instant::now());
+        self.publish_after_outage();
         self.registered = pairs
             .iter()
             .filter(|(nick, _)| !lost.contains(nick.as_str()))
@@ -659,6 +674,24 @@ impl Registry<'_> {
         }
     }
 
+    /// Publishes the lines held since a resync (`after_outage.rs`) once the other nodes
+    /// listen again, or once they have had long enough.
+    fn publish_after_outage(&mut self) {
+        let now = Instant::now();
+        if !self.after_outage.ask_now(now) {
+            return;
+        }
+        let Some(listeners) = self.with(|con, _| listeners(con)) else {
+            return; // asked again later
+        };
+        let Some(lines) = self.after_outage.due(listeners, now) else {
+            return;
+        };
+        if self.with(|con, _| publish_all(con, &lines)).is_none() {
+            self.after_outage.hold(lines, now); // not out: held for the next link
+        }
+    }
+
     /// The count of nodes for `/stats`, then the search for lost nodes (the heartbeat
     /// itself is `cluster-beat`'s).
     fn beat(&mut self) {
@@ -668,6 +701,9 @@ impl Registry<'_> {
             None => self.stats.cluster_nodes.lock().clear(),
         }
         self.send_room_sizes();
+        if let Some(count) = self.with(|con, _| listeners(con)) {
+            self.after_outage.listeners(count);
+        }
         let Some(lost) = self.with(presence::lost_nodes) else {
             return;
         };
@@ -731,6 +767,22 @@ impl Registry<'_> {
             log::debug!("cluster-reg: could not leave the register: {e}");
         }
     }
+}
+
+/// How many subscribe to the cluster's channel now (every linked node's `cluster-sub`).
+fn listeners(con: &mut Connection) -> RedisResult<usize> {
+    let (_channel, count): (String, usize) =
+        redis::cmd("PUBSUB").arg("NUMSUB").arg(CHANNEL).query(con)?;
+    Ok(count)
+}
+
+/// Publishes encoded messages, in order, in one round trip.
+fn publish_all(con: &mut Connection, lines: &[String]) -> RedisResult<()> {
+    let mut pipe = redis::pipe();
+    for line in lines {
+        pipe.cmd("PUBLISH").arg(CHANNEL).arg(line).ignore();
+    }
+    pipe.query(con)
 }
 
 fn publish(con: &mut Connection, payload: &str) -> RedisResult<()> {
