@@ -20,6 +20,7 @@ use common::broker::{
 use common::{Client, PATIENCE};
 use underworld_line::cluster::registry::ALIAS_POOL;
 use underworld_line::console::execute;
+use underworld_line::Server;
 
 /// A list's lines (`/users`, `/who`, `/rooms`), up to and with its `END` line.
 fn list(client: &mut Client, command: &str) -> Vec<String> {
@@ -414,22 +415,7 @@ fn a_big_room_hears_no_leave_or_join_when_a_node_is_lost_and_back() {
 fn lists_show_every_node() {
     let redis = Redis::start();
     let (a, b) = two_linked_nodes(&redis);
-    let mut alice = Client::named(a.local_addr(), "alice");
-    alice.send("/join den");
-    alice.expect("JOIN den alice");
-    let mut bob = Client::named(b.local_addr(), "bob");
-    bob.send("/join den");
-    bob.expect("JOIN den bob");
-    let _carol = Client::named(b.local_addr(), "carol");
-    await_users(
-        &mut alice,
-        &[
-            "USER alice den",
-            "USER bob den",
-            "USER carol lobby",
-            "END users 3",
-        ],
-    );
+    let (mut alice, mut bob, _carol) = seat_three(&a, &b);
     assert_eq!(
         list(&mut bob, "/who"),
         ["WHO den alice", "WHO den bob", "END who 2"]
@@ -612,24 +598,9 @@ fn the_console_lists_every_node() {
     let room = |name: &str, members: usize| format!("  {name:<24} {members}");
     let mut redis = Redis::start();
     let (a, b) = two_linked_nodes(&redis);
-    let mut alice = Client::named(a.local_addr(), "alice");
-    alice.send("/join den");
-    alice.expect("JOIN den alice");
-    let mut bob = Client::named(b.local_addr(), "bob");
-    bob.send("/join den");
-    bob.expect("JOIN den bob");
-    let _carol = Client::named(b.local_addr(), "carol");
-    // The register is written by another thread a moment after the chat: wait until a
-    // user's list shows everyone, then the console must agree at once.
-    await_users(
-        &mut alice,
-        &[
-            "USER alice den",
-            "USER bob den",
-            "USER carol lobby",
-            "END users 3",
-        ],
-    );
+    // The register is written by another thread a moment after the chat: once a
+    // user's list shows everyone, the console must agree at once.
+    let (mut alice, mut bob, _carol) = seat_three(&a, &b);
     assert_eq!(
         execute(&a, "/users").output,
         [
@@ -1231,4 +1202,26 @@ fn scripts_are_sent_by_name_and_survive_a_flush() {
             "END users 3",
         ],
     );
+}
+
+/// alice (node-a) and bob (node-b) in `den`, carol (node-b) in the lobby; returns once a
+/// user's `/users` lists all three (the register is written a moment after the chat).
+fn seat_three(a: &Server, b: &Server) -> (Client, Client, Client) {
+    let mut alice = Client::named(a.local_addr(), "alice");
+    alice.send("/join den");
+    alice.expect("JOIN den alice");
+    let mut bob = Client::named(b.local_addr(), "bob");
+    bob.send("/join den");
+    bob.expect("JOIN den bob");
+    let carol = Client::named(b.local_addr(), "carol");
+    await_users(
+        &mut alice,
+        &[
+            "USER alice den",
+            "USER bob den",
+            "USER carol lobby",
+            "END users 3",
+        ],
+    );
+    (alice, bob, carol)
 }
