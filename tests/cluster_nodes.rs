@@ -600,7 +600,7 @@ fn the_console_lists_every_node() {
     let (a, b) = two_linked_nodes(&redis);
     // The register is written by another thread a moment after the chat: once a
     // user's list shows everyone, the console must agree at once.
-    let (mut alice, mut bob, _carol) = seat_three(&a, &b);
+    let (_alice, _bob, _carol) = seat_three(&a, &b);
     assert_eq!(
         execute(&a, "/users").output,
         [
