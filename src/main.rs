@@ -88,6 +88,20 @@ fn run() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Colours on stderr as the usual conventions say: never with `NO_COLOR`, always with
+/// `CLICOLOR_FORCE`, otherwise on a terminal that is not `TERM=dumb`.
+fn colours_for_stderr() -> env_logger::WriteStyle {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
+    let dumb = std::env::var("TERM").is_ok_and(|term| term == "dumb");
+    if set("NO_COLOR") {
+        env_logger::WriteStyle::Never
+    } else if set("CLICOLOR_FORCE") || (io::stderr().is_terminal() && !dumb) {
+        env_logger::WriteStyle::Always
+    } else {
+        env_logger::WriteStyle::Never
+    }
+}
+
 /// `env_logger` (level `info` unless `RUST_LOG` says otherwise), writing through the
 /// `log` thread so that no server thread waits for stderr (see `log_writer.rs`).
 fn start_logging() -> Option<LogFlusher> {
@@ -96,10 +110,11 @@ fn start_logging() -> Option<LogFlusher> {
     builder.format_timestamp_millis();
     let queued = log_writer::start();
     let flusher = queued.map(|(writer, flusher)| {
-        // Colours are decided by the target, and a pipe has none: say when stderr is
-        // a terminal (unless RUST_LOG_STYLE already says).
-        if std::env::var_os("RUST_LOG_STYLE").is_none() && io::stderr().is_terminal() {
-            builder.write_style(env_logger::WriteStyle::Always);
+        // Colours are decided by the target, and a pipe has none: decide here what
+        // env_logger decides for stderr (unless RUST_LOG_STYLE says always or never).
+        let style = std::env::var("RUST_LOG_STYLE").unwrap_or_default();
+        if style.is_empty() || style == "auto" {
+            builder.write_style(colours_for_stderr());
         }
         builder.target(env_logger::Target::Pipe(Box::new(writer)));
         flusher
