@@ -52,6 +52,10 @@ impl AfterOutage {
     /// Holds `lines` until enough listen (or [`WAIT_AT_MOST`] from `now`).
     pub fn hold(&mut self, lines: Vec<String>, now: Instant) {
         if lines.is_empty() {
+            if self.lines.is_empty() {
+                // A resync with nobody gone: this outage has nothing to wait for.
+                self.listeners_before = 0;
+            }
             return;
         }
         self.lines.extend(lines);
@@ -82,9 +86,21 @@ impl AfterOutage {
         self.deadline = None;
         self.next_ask = None;
         self.listeners_now = listeners;
-        // Until the next outage, nothing to wait for.
-        self.listeners_before = 0;
         Some(std::mem::take(&mut self.lines))
+    }
+
+    /// The lines [`Self::due`] gave are out: until the next outage, nothing to wait
+    /// for. (Not before: if they could not be published, they are held again, and wait
+    /// for the same listeners after the next reconnection.)
+    pub fn published(&mut self) {
+        self.listeners_before = 0;
+    }
+
+    /// Every line still held, at once (the node is stopping: better early than never).
+    pub fn take_all(&mut self) -> Vec<String> {
+        self.deadline = None;
+        self.next_ask = None;
+        std::mem::take(&mut self.lines)
     }
 }
 
@@ -108,9 +124,36 @@ mod tests {
         );
         assert!(!held.waiting());
         assert_eq!(held.due(3, t0), None, "nothing twice");
+        held.published();
         // Later lines, with no outage since, wait for nobody.
         held.hold(vec!["c".into()], t0);
         assert_eq!(held.due(1, t0), Some(vec!["c".into()]));
+    }
+
+    #[test]
+    fn lines_that_could_not_be_published_wait_again_for_the_same_listeners() {
+        let t0 = Instant::now();
+        let mut held = AfterOutage::default();
+        held.listeners(2);
+        held.link_lost();
+        held.hold(vec!["a".into()], t0);
+        let lines = held.due(2, t0).unwrap();
+        // The publish failed (Redis went away again): held again, not published.
+        held.link_lost();
+        held.hold(lines, t0);
+        assert_eq!(held.due(1, t0 + ASK_EVERY), None);
+        assert_eq!(held.due(2, t0 + ASK_EVERY), Some(vec!["a".into()]));
+    }
+
+    #[test]
+    fn an_outage_with_nobody_gone_leaves_nothing_to_wait_for() {
+        let t0 = Instant::now();
+        let mut held = AfterOutage::default();
+        held.listeners(3);
+        held.link_lost();
+        held.hold(Vec::new(), t0); // the resync after it: nobody gone
+        held.hold(vec!["a".into()], t0); // later, declared lost while linked
+        assert_eq!(held.due(2, t0), Some(vec!["a".into()]));
     }
 
     #[test]

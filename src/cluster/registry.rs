@@ -687,7 +687,9 @@ impl Registry<'_> {
         let Some(lines) = self.after_outage.due(listeners, now) else {
             return;
         };
-        if self.with(|con, _| publish_all(con, &lines)).is_none() {
+        if self.with(|con, _| publish_all(con, &lines)).is_some() {
+            self.after_outage.published();
+        } else {
             self.after_outage.hold(lines, now); // not out: held for the next link
         }
     }
@@ -752,9 +754,15 @@ impl Registry<'_> {
 
     /// The node is stopping: its users leave the cluster's rooms, its nicks are free.
     fn leave_cluster(&mut self) {
+        // Users who left during the last outage, not yet announced: now, without waiting
+        // for listeners (a node that stops cannot announce them later).
+        let held = self.after_outage.take_all();
         let Some(connection) = self.connection.as_mut() else {
             return;
         };
+        if let Err(e) = publish_all(connection, &held) {
+            log::debug!("cluster-reg: could not announce the users gone in the outage: {e}");
+        }
         let node = self.node;
         let max = self.announce_max;
         let result = presence::users_of(connection, node)
