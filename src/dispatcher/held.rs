@@ -13,10 +13,13 @@
 //!
 //! A held user's connection thread does not know it is held: the client may already
 //! send lines. What it sends is kept here, in order, and handled right after the
-//! greeting, exactly as if it had come then: nothing is lost or reordered. (Kept
-//! without a cap: a hold lasts until the register answers, after the requests queued
-//! before, each bounded by its 1 s timeouts: usually one round trip; the flood limit,
-//! when on, bounds what a client sends meanwhile.)
+//! greeting, exactly as if it had come then: nothing is lost or reordered.
+//!
+//! A hold is bounded twice, so that a slow or stuck register can never leave newcomers
+//! without `HELLO`, nor fill memory with what they send: after [`HOLD_AT_MOST`] without
+//! an answer, or once one held client has sent [`KEEP_AT_MOST`] events, every held user
+//! is greeted with an alias drawn here (claimed after the fact, as during an outage),
+//! and what they sent is handled then, in order.
 //!
 //! When the link goes down, the pool is *in doubt*: Redis may come back empty, and the
 //! aliases in the pool would then be reserved no more. Until the register has checked
@@ -34,11 +37,18 @@
 //! user of another node may hold the same alias, and the newcomer is renamed (`NICK`).
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use super::DispatcherState;
 use crate::cluster::Request;
 use crate::event::{ClientId, Event};
 use crate::table::UserTable;
+
+/// How long new users may wait for the register's aliases (usually one round trip).
+pub(super) const HOLD_AT_MOST: Duration = Duration::from_secs(2);
+
+/// How many events one held client's connection may send before the holds end.
+pub(super) const KEEP_AT_MOST: usize = 256;
 
 /// New users waiting for an alias, and what their connections sent meanwhile.
 #[derive(Default)]
@@ -54,6 +64,9 @@ pub(super) struct Held {
     /// The link went down since the register last checked the pool: take nothing from
     /// it until it has.
     pool_in_doubt: bool,
+    /// When the first of those waiting now was held: they are all greeted
+    /// [`HOLD_AT_MOST`] after it, answer or not.
+    since: Option<Instant>,
 }
 
 impl Held {
@@ -88,6 +101,7 @@ impl DispatcherState {
             }
         }
         let link = self.cluster.as_mut()?;
+        link.held.since.get_or_insert_with(Instant::now);
         link.held.order.push_back(id);
         link.held.events.insert(id, Vec::new());
         log::debug!("{id}: no alias reserved yet: greeting held");
@@ -97,7 +111,7 @@ impl DispatcherState {
 
     /// Keeps `event` if it is from a held user's connection (`None`); otherwise gives it
     /// back to be handled now.
-    pub(super) fn held_back(&mut self, event: Event) -> Option<Event> {
+    pub(super) fn held_back(&mut self, table: &mut UserTable, event: Event) -> Option<Event> {
         let Some(link) = self.cluster.as_mut() else {
             return Some(event);
         };
@@ -111,12 +125,30 @@ impl DispatcherState {
             | Event::Closed { id } => *id,
             _ => return Some(event),
         };
-        match link.held.events.get_mut(&id) {
-            Some(kept) => {
-                kept.push(event);
-                None
-            }
-            None => Some(event),
+        let Some(kept) = link.held.events.get_mut(&id) else {
+            return Some(event);
+        };
+        kept.push(event);
+        if kept.len() >= KEEP_AT_MOST {
+            // Sending that much before its `HELLO`: stop holding rather than keep it all.
+            log::debug!("{id}: {KEEP_AT_MOST} events while held: greeting everyone held");
+            self.greet_all_held(table);
+        }
+        None
+    }
+
+    /// When the holds end whatever the register says (`None`: nobody is held).
+    pub(super) fn holds_end_at(&self) -> Option<Instant> {
+        let since = self.cluster.as_ref()?.held.since?;
+        Some(since + HOLD_AT_MOST)
+    }
+
+    /// Greets everyone held if they have waited [`HOLD_AT_MOST`] (the register is slow,
+    /// stuck, or gone): with aliases drawn here, as during an outage.
+    pub(super) fn end_overdue_holds(&mut self, table: &mut UserTable) {
+        if self.holds_end_at().is_some_and(|end| Instant::now() >= end) {
+            log::warn!("cluster: no aliases from the register in {HOLD_AT_MOST:?}: greeting the held users with local ones");
+            self.greet_all_held(table);
         }
     }
 
@@ -221,6 +253,9 @@ impl DispatcherState {
         let Some(id) = link.held.order.pop_front() else {
             return;
         };
+        if link.held.order.is_empty() {
+            link.held.since = None;
+        }
         let kept = link.held.events.remove(&id).unwrap_or_default();
         // Still there and not told `BYE` (a shutdown closes held clients too).
         let open = self.out.clients.get(&id).is_some_and(|c| !c.closing);

@@ -272,8 +272,15 @@ struct DispatcherState {
 impl DispatcherState {
     fn run(mut self, inbox: Receiver<Event>) {
         loop {
-            let received = match self.closing.front() {
-                Some(&(deadline, _)) => inbox.recv_deadline(deadline),
+            // Wake for the next client to close hard, or (cluster mode) the end of the
+            // holds on new users' greetings, whichever comes first.
+            let closing = self.closing.front().map(|&(deadline, _)| deadline);
+            let wake = match (closing, self.holds_end_at()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let received = match wake {
+                Some(deadline) => inbox.recv_deadline(deadline),
                 None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match received {
@@ -290,6 +297,11 @@ impl DispatcherState {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if self.holds_end_at().is_some() {
+                let shared = Arc::clone(&self.table);
+                let mut table = shared.lock();
+                self.end_overdue_holds(&mut table);
             }
             self.write_dirty();
             self.expire_closing();
@@ -320,7 +332,7 @@ impl DispatcherState {
     /// Handles one event, under the table's lock. (In cluster mode, an event from a
     /// client whose greeting is held is kept for later: `held.rs`.)
     fn dispatch(&mut self, table: &mut UserTable, event: Event) {
-        let Some(event) = self.held_back(event) else {
+        let Some(event) = self.held_back(table, event) else {
             return;
         };
         match event {

@@ -72,9 +72,23 @@ impl DispatcherState {
 
     /// No greeting is held, so no event is kept for later.
     #[inline(always)]
-    pub(super) fn held_back(&mut self, event: crate::event::Event) -> Option<crate::event::Event> {
+    pub(super) fn held_back(
+        &mut self,
+        _table: &mut UserTable,
+        event: crate::event::Event,
+    ) -> Option<crate::event::Event> {
         Some(event)
     }
+
+    /// No greeting is held: no deadline.
+    #[inline(always)]
+    pub(super) fn holds_end_at(&self) -> Option<std::time::Instant> {
+        None
+    }
+
+    /// No greeting is held.
+    #[inline(always)]
+    pub(super) fn end_overdue_holds(&mut self, _table: &mut UserTable) {}
 
     /// No greeting is held.
     #[inline(always)]
