@@ -93,6 +93,16 @@ impl LogFlusher {
     }
 }
 
+/// Says how many lines were dropped since the last report, if any. (The queue was full,
+/// so they were the newest of their moment: they came after the line just written.)
+fn report_dropped(dropped: &AtomicU64) {
+    let lost = dropped.swap(0, Ordering::Relaxed);
+    if lost > 0 {
+        let note = format!("[log] {lost} later log lines dropped: stderr was too slow\n");
+        let _ = io::stderr().lock().write_all(note.as_bytes());
+    }
+}
+
 /// The `log` thread: writes each line; reports lines dropped while it was stuck.
 fn write_lines(lines: &Receiver<Message>, dropped: &AtomicU64) {
     let stderr = io::stderr();
@@ -101,13 +111,10 @@ fn write_lines(lines: &Receiver<Message>, dropped: &AtomicU64) {
             Message::Line(line) => {
                 // A failing stderr (closed) cannot be reported anywhere: carry on.
                 let _ = stderr.lock().write_all(&line);
-                let lost = dropped.swap(0, Ordering::Relaxed);
-                if lost > 0 {
-                    let note = format!("[log] {lost} log lines dropped: stderr was too slow\n");
-                    let _ = stderr.lock().write_all(note.as_bytes());
-                }
+                report_dropped(dropped);
             }
             Message::Flush(done) => {
+                report_dropped(dropped);
                 let _ = done.send(());
             }
         }
