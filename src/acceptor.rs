@@ -196,7 +196,9 @@ impl Acceptor {
                 }
                 if stopped.fetch_add(1, Ordering::SeqCst) == 0 {
                     if let Ok(addr) = self.listener.local_addr() {
-                        wake_accept(addr);
+                        // Briefly: if the listen queue is full, this connection may be
+                        // dropped, but then the queued clients wake the other anyway.
+                        wake_accept_within(addr, Duration::from_millis(50));
                     }
                 }
                 return;
@@ -333,6 +335,11 @@ impl Acceptor {
 /// connection comes from this machine, so a listener on every address (`0.0.0.0`,
 /// `::`) is reached through the loopback address.
 pub(crate) fn wake_accept(listener: SocketAddr) {
+    wake_accept_within(listener, Duration::from_secs(1));
+}
+
+/// [`wake_accept`], giving up on the connection after `patience`.
+fn wake_accept_within(listener: SocketAddr, patience: Duration) {
     let mut wake = listener;
     if wake.ip().is_unspecified() {
         wake.set_ip(match wake {
@@ -340,7 +347,7 @@ pub(crate) fn wake_accept(listener: SocketAddr) {
             SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
-    let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+    let _ = TcpStream::connect_timeout(&wake, patience);
 }
 
 /// Writes `BYE <reason>` to a brand-new socket and half-closes it. Its buffer is empty,
