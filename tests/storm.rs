@@ -133,7 +133,8 @@ fn a_shutdown_in_the_middle_of_a_burst_says_bye_and_leaks_nothing() {
 }
 
 /// Opens up to `count` connections as fast as possible; stops early at the first
-/// refused connection (the server has closed its listener) or when `stop` is set.
+/// refused or reset connect (the server has closed its listener: a handshake under way
+/// when it closes is reset) or when `stop` is set.
 fn connect_many(addr: SocketAddr, count: usize, stop: &AtomicBool) -> Vec<TcpStream> {
     let mut clients = Vec::with_capacity(count);
     for _ in 0..count {
@@ -145,7 +146,14 @@ fn connect_many(addr: SocketAddr, count: usize, stop: &AtomicBool) -> Vec<TcpStr
                 stream.set_read_timeout(Some(PATIENCE)).unwrap();
                 clients.push(stream);
             }
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => break,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset
+                ) =>
+            {
+                break
+            }
             Err(e) => panic!("connect failed: {e}"),
         }
     }
