@@ -265,12 +265,7 @@ fn first_of_prefix(client: &mut Client, exact: &str, prefix: &str) -> bool {
 #[test]
 fn node_lost_leaves_follow_the_cluster_wide_announce_rule() {
     let redis = Redis::start();
-    let mut config = common::test_config();
-    config.announce_max = 2;
-    let a = start_node_with(&redis.url(), "node-a", config.clone());
-    let b = start_node_with(&redis.url(), "node-b", config);
-    await_link(&a, true);
-    await_link(&b, true);
+    let (a, b) = two_linked_nodes_announcing(&redis, 2, ["node-a", "node-b"]);
     let mut doomed = NodeProcess::start_with(&redis, "doomed", &["--announce-max", "2"]);
 
     let mut alice = Client::named(a.local_addr(), "alice");
@@ -322,12 +317,7 @@ fn node_lost_leaves_follow_the_cluster_wide_announce_rule() {
 #[test]
 fn a_join_counts_the_room_on_every_node() {
     let redis = Redis::start();
-    let mut config = common::test_config();
-    config.announce_max = 2;
-    let a = start_node_with(&redis.url(), "node-a", config.clone());
-    let b = start_node_with(&redis.url(), "node-b", config);
-    await_link(&a, true);
-    await_link(&b, true);
+    let (a, b) = two_linked_nodes_announcing(&redis, 2, ["node-a", "node-b"]);
     let mut alice = Client::named(a.local_addr(), "alice");
     let _bob = Client::named(b.local_addr(), "bob");
     let _carol = Client::named(b.local_addr(), "carol");
@@ -362,12 +352,7 @@ fn a_join_counts_the_room_on_every_node() {
 #[test]
 fn a_big_room_hears_no_leave_or_join_when_a_node_is_lost_and_back() {
     let redis = Redis::start();
-    let mut config = common::test_config();
-    config.announce_max = 2;
-    let survivor = start_node_with(&redis.url(), "survivor", config.clone());
-    let other = start_node_with(&redis.url(), "other", config);
-    await_link(&survivor, true);
-    await_link(&other, true);
+    let (survivor, other) = two_linked_nodes_announcing(&redis, 2, ["survivor", "other"]);
     let sleepy = NodeProcess::start_with(&redis, "sleepy", &["--announce-max", "2"]);
     let mut dave = Client::named(survivor.local_addr(), "dave");
     let _bob = Client::named(other.local_addr(), "bob");
@@ -1224,4 +1209,16 @@ fn seat_three(a: &Server, b: &Server) -> (Client, Client, Client) {
         ],
     );
     (alice, bob, carol)
+}
+
+/// Two linked nodes named `names`, both with `--announce-max max`.
+fn two_linked_nodes_announcing(redis: &Redis, max: usize, names: [&str; 2]) -> (Server, Server) {
+    let mut config = common::test_config();
+    config.announce_max = max;
+    let nodes = names.map(|name| start_node_with(&redis.url(), name, config.clone()));
+    for node in &nodes {
+        await_link(node, true);
+    }
+    let [a, b] = nodes;
+    (a, b)
 }
