@@ -1009,11 +1009,7 @@ fn assert_aliases_unique_and_kept(redis: &Redis, nodes: &[&str], mut arrivals: V
 fn garbage_in_the_register_is_skipped() {
     let redis = Redis::start();
     let a = linked_node(&redis, "node-a");
-    let mut alice = Client::named(a.local_addr(), "alice");
-    alice.send("/join den");
-    alice.expect("JOIN den alice");
-    alice.send("hello");
-    alice.expect("MSG den alice hello");
+    let mut alice = alice_said_hello_in_den(&a);
 
     let mut raw = redis.connect().expect("a raw Redis client");
     let mut run = |cmd: &mut redis::Cmd| cmd.query::<redis::Value>(&mut raw).expect("a command");
@@ -1127,11 +1123,7 @@ fn info_field(raw: &mut redis::Connection, section: &str, line: &str, field: &st
 fn a_huge_history_entry_never_leaves_redis() {
     let redis = Redis::start();
     let a = linked_node(&redis, "node-a");
-    let mut alice = Client::named(a.local_addr(), "alice");
-    alice.send("/join den");
-    alice.expect("JOIN den alice");
-    alice.send("hello");
-    alice.expect("MSG den alice hello");
+    let _alice = alice_said_hello_in_den(&a);
     let mut raw = redis.connect().expect("a raw Redis client");
     let huge = format!("1 MSG den mallory {}", "x".repeat(1 << 20));
     redis::cmd("LPUSH")
@@ -1221,4 +1213,14 @@ fn two_linked_nodes_announcing(redis: &Redis, max: usize, names: [&str; 2]) -> (
     }
     let [a, b] = nodes;
     (a, b)
+}
+
+/// alice on `node`, in `den`, where she said `hello`: the room has a history in Redis.
+fn alice_said_hello_in_den(node: &Server) -> Client {
+    let mut alice = Client::named(node.local_addr(), "alice");
+    alice.send("/join den");
+    alice.expect("JOIN den alice");
+    alice.send("hello");
+    alice.expect("MSG den alice hello");
+    alice
 }

@@ -196,9 +196,7 @@ fn websocket_ping_and_quit_with_a_close_frame() {
     }
 
     ws.send("/quit see you");
-    let (lines, close) = ws.until_close();
-    assert_eq!(lines.last().map(String::as_str), Some("BYE quit: see you"));
-    let close = close.expect("a close frame with a reason");
+    let close = ws.expect_bye_then_close("quit: see you");
     assert_eq!(close.code, CloseCode::Normal);
     assert_eq!(close.reason.as_str(), "quit: see you");
     tcp.expect(&format!("LEAVE lobby {} quit: see you", ws.nick));
@@ -223,9 +221,10 @@ fn websocket_messages_have_the_line_limits() {
     ws.expect("PONG still-here");
 
     ws.send(&"y".repeat(2000));
-    let (lines, close) = ws.until_close();
-    assert_eq!(lines.last().map(String::as_str), Some("BYE line too long"));
-    assert_eq!(close.unwrap().code, CloseCode::Size);
+    assert_eq!(
+        ws.expect_bye_then_close("line too long").code,
+        CloseCode::Size
+    );
     server.shutdown();
     server.join();
 }
@@ -241,9 +240,8 @@ fn a_websocket_text_message_that_is_not_utf8_closes_with_1007() {
     tcp.expect(&format!("JOIN lobby {}", ws.nick));
     let garbage = Frame::message(vec![b'h', b'i', 0xff, 0xfe], OpCode::Data(Data::Text), true);
     ws.socket.send(Message::Frame(garbage)).unwrap();
-    let (lines, close) = ws.until_close();
-    assert_eq!(lines.last().map(String::as_str), Some("BYE invalid utf-8"));
-    assert_eq!(close.unwrap().code, CloseCode::Invalid);
+    let close = ws.expect_bye_then_close("invalid utf-8");
+    assert_eq!(close.code, CloseCode::Invalid);
     tcp.next_is(&format!("LEAVE lobby {} invalid utf-8", ws.nick));
     server.shutdown();
     server.join();
@@ -261,9 +259,7 @@ fn websocket_idle_users_are_closed() {
     // An observer rather than a TCP user, who would go idle too.
     let events = server.subscribe();
     let mut ws = WsClient::connect(web);
-    let (lines, close) = ws.until_close();
-    assert_eq!(lines.last().map(String::as_str), Some("BYE idle"));
-    let close = close.unwrap();
+    let close = ws.expect_bye_then_close("idle");
     assert_eq!(
         (close.code, close.reason.as_str()),
         (CloseCode::Policy, "idle")
@@ -289,12 +285,8 @@ fn websocket_users_hear_the_shutdown() {
     let (server, web) = start_web(web_config());
     let mut ws = WsClient::connect(web);
     server.shutdown();
-    let (lines, close) = ws.until_close();
-    assert_eq!(
-        lines.last().map(String::as_str),
-        Some("BYE server shutting down")
-    );
-    assert_eq!(close.unwrap().code, CloseCode::Away);
+    let close = ws.expect_bye_then_close("server shutting down");
+    assert_eq!(close.code, CloseCode::Away);
     server.join();
 }
 

@@ -182,6 +182,17 @@ impl WsClient {
         }
     }
 
+    /// Reads until the close frame, asserts that the last line before it was
+    /// `BYE <reason>`, and returns the frame (which must be there).
+    pub fn expect_bye_then_close(&mut self, reason: &str) -> tungstenite::protocol::CloseFrame {
+        let (lines, close) = self.until_close();
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some(format!("BYE {reason}").as_str())
+        );
+        close.expect("a close frame after BYE")
+    }
+
     /// Reads until the close frame; returns every text line before it, and the frame.
     pub fn until_close(&mut self) -> (Vec<String>, Option<tungstenite::protocol::CloseFrame>) {
         let mut lines = Vec::new();
