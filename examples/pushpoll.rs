@@ -29,6 +29,9 @@
 //! CPU competes with the server's on a small machine; the server's CPU is still its own
 //! (from `/proc/PID/stat`). Traffic goes to 127.0.0.1 only, and every loop ends.
 
+#[path = "common/proc_stats.rs"]
+mod proc_stats;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -39,6 +42,8 @@ use std::time::{Duration, Instant};
 
 use tungstenite::protocol::Role;
 use tungstenite::{Message, WebSocket};
+
+use proc_stats::process_cpu;
 
 const USAGE: &str = "\
 pushpoll: the same chat over TCP push, WebSocket push, HTTP long and short polling
@@ -310,19 +315,6 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// CPU time (user + system) of process `pid`, from /proc/PID/stat.
-fn process_cpu(pid: u32) -> Option<Duration> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &text[text.rfind(')')? + 1..];
-    let mut fields = after.split_whitespace();
-    let utime: u64 = fields.nth(11)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let hz = if hz > 0 { hz as u64 } else { 100 };
-    Some(Duration::from_secs_f64((utime + stime) as f64 / hz as f64))
 }
 
 /// A kernel counter from a /proc/net file in "Name: fields / Name: values" pairs.

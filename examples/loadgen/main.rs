@@ -98,6 +98,8 @@ mod fanout;
 mod fleet;
 mod flood;
 mod idle;
+#[path = "../common/proc_stats.rs"]
+mod proc_stats;
 mod report;
 mod round;
 mod slow;

@@ -185,20 +185,7 @@ pub(crate) fn pages_to_mib(pages: u64) -> f64 {
     (pages * page) as f64 / (1024.0 * 1024.0)
 }
 
-/// CPU time (user + system) process `pid` has used so far, from /proc/PID/stat.
-pub(crate) fn process_cpu(pid: u32) -> Option<Duration> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces: count fields
-    // after its closing one. utime and stime are fields 14 and 15.
-    let after = &text[text.rfind(')')? + 1..];
-    let mut fields = after.split_whitespace();
-    let utime: u64 = fields.nth(11)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let hz = if hz > 0 { hz as u64 } else { 100 };
-    Some(Duration::from_secs_f64((utime + stime) as f64 / hz as f64))
-}
+pub(crate) use crate::proc_stats::process_cpu;
 
 /// p50, p99 and max of a histogram, in milliseconds.
 pub(crate) fn hist_ms(h: &hdrhistogram::Histogram<u64>) -> (f64, f64, f64) {
