@@ -703,6 +703,8 @@ impl Registry<'_> {
             None => self.stats.cluster_nodes.lock().clear(),
         }
         self.send_room_sizes();
+        // Counted while all is well: once the link is lost it is too late to ask how
+        // many listened before (`after_outage.rs`).
         if let Some(count) = self.with(|con, _| listeners(con)) {
             self.after_outage.listeners(count);
         }

@@ -275,10 +275,7 @@ impl DispatcherState {
             // Wake for the next client to close hard, or (cluster mode) the end of the
             // holds on new users' greetings, whichever comes first.
             let closing = self.closing.front().map(|&(deadline, _)| deadline);
-            let wake = match (closing, self.holds_end_at()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wake = [closing, self.holds_end_at()].into_iter().flatten().min();
             let received = match wake {
                 Some(deadline) => inbox.recv_deadline(deadline),
                 None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
